@@ -20,6 +20,7 @@ pub mod review;
 pub mod secret;
 pub mod server;
 pub mod spec;
+pub mod typed;
 pub mod webhook;
 pub mod yaml;
 

@@ -154,6 +154,7 @@ impl Reviewer {
             return Ok(mutation);
         }
         check_size(subject.secret, &missing)?;
+        crate::typed::validate(subject.secret.type_.as_deref(), &final_data(subject.secret, &missing))?;
         let mirrored = self.mirror(req, subject, &spec, &missing, &mut mutation.warnings).await?;
 
         let mut ann = BTreeMap::new();
@@ -251,6 +252,9 @@ impl Reviewer {
                 }
             };
             check_size(new_secret, &chosen)?;
+            let mut merged = data.clone();
+            merged.extend(chosen.iter().map(|(k, v)| (k.clone(), v.clone())));
+            crate::typed::validate(new_secret.type_.as_deref(), &final_data(new_secret, &merged))?;
             let mirrored = self.mirror(req, subject, &spec, &chosen, &mut mutation.warnings).await?;
             let mut all_generated: BTreeSet<String> = split_keys(old_generated).into_iter().collect();
             all_generated.extend(chosen.keys().cloned());
@@ -566,6 +570,24 @@ fn check_size(secret: &Secret, adding: &SecretData) -> Result<(), Denial> {
         ));
     }
     Ok(())
+}
+
+/// The Secret's data as it will be stored: `.data`, `.stringData` over it,
+/// then `adding` over both.
+fn final_data(secret: &Secret, adding: &SecretData) -> SecretData {
+    let mut out: SecretData = secret
+        .data
+        .iter()
+        .flat_map(|d| d.iter())
+        .map(|(k, v)| (k.clone(), SecretValue::new(v.0.clone())))
+        .collect();
+    for (k, v) in secret.string_data.iter().flat_map(|d| d.iter()) {
+        out.insert(k.clone(), SecretValue::new(v.clone().into_bytes()));
+    }
+    for (k, v) in adding {
+        out.insert(k.clone(), v.clone());
+    }
+    out
 }
 
 fn join_keys<'a>(keys: impl Iterator<Item = &'a String>) -> String {
