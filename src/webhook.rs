@@ -87,8 +87,13 @@ impl App {
         }
     }
 
-    /// Decodes, reviews and answers one AdmissionReview body.
-    pub async fn review_bytes(&self, body: &[u8], deadline: Option<Duration>) -> AdmissionReview<DynamicObject> {
+    /// Decodes, reviews and answers one AdmissionReview body, as the JSON
+    /// the apiserver receives.
+    pub async fn review_bytes(&self, body: &[u8], deadline: Option<Duration>) -> serde_json::Value {
+        encode_review(self.review_decoded(body, deadline).await)
+    }
+
+    async fn review_decoded(&self, body: &[u8], deadline: Option<Duration>) -> AdmissionReview<DynamicObject> {
         let started = Instant::now();
         let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
             Ok(r) => r,
@@ -211,6 +216,22 @@ impl App {
             _ => plain(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
+}
+
+/// Serializes a review. kube-core writes `patch` as an array of byte
+/// values; the apiserver's canonical form for `[]byte` is a base64 string,
+/// four times smaller, so that is what we send.
+fn encode_review(review: AdmissionReview<DynamicObject>) -> serde_json::Value {
+    use base64::Engine as _;
+    let mut value = serde_json::to_value(&review).unwrap_or(serde_json::Value::Null);
+    if let Some(patch) = value.pointer_mut("/response/patch") {
+        if let Some(bytes) = patch.as_array().map(|a| {
+            a.iter().filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok())).collect::<Vec<u8>>()
+        }) {
+            *patch = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+        }
+    }
+    value
 }
 
 fn deny(base: AdmissionResponse, denial: &Denial) -> AdmissionResponse {
