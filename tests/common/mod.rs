@@ -2,6 +2,8 @@
 //! builders, and patch application.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod harness;
+
 use std::collections::BTreeMap;
 
 use base64::Engine as _;

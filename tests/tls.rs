@@ -1,0 +1,235 @@
+//! The real binary over real TLS: certificate checks at start, reviews over
+//! keep-alive, certificate rotation without a failed request, drain on SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::harness::{Client, Server, binary, make_certs, tls_connect};
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn opted_in_review() -> serde_json::Value {
+    create(&SecretDoc::new("api").labelled().autogenerate("password, api-token").value())
+}
+
+#[tokio::test]
+async fn serves_reviews_over_verified_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let server = Server::start(&dir.path().join("tls.crt"), &dir.path().join("tls.key"), &[], dir.path());
+    assert_eq!(server.admin_get("/readyz").await, (200, "ok\n".into()));
+
+    let mut client = Client::connect(server.webhook, &dir.path().join("ca.crt")).await.unwrap();
+    // Several reviews on one keep-alive connection.
+    for _ in 0..5 {
+        let review = opted_in_review();
+        let (status, answer) = client.post_review(&review).await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(response(&answer)["uid"], review["request"]["uid"]);
+        let secret = as_secret(&apply(&review["request"]["object"], &answer));
+        let data = data_of(&secret);
+        assert_eq!(data["password"].len(), 32);
+        assert_eq!(data["api-token"].len(), 32);
+    }
+    // The captured apiserver requests too.
+    for line in include_str!("fixtures/apiserver-1.20.2-reviews.jsonl").lines() {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+        let (status, answer) = client.post_review(&entry["review"]).await.unwrap();
+        assert_eq!(status, 200);
+        assert!(allowed(&answer));
+    }
+    let (_, metrics) = server.admin_get("/metrics").await;
+    assert!(metrics.contains("secret_santa_reviews_total{operation=\"CREATE\",outcome=\"patched\"} 5"), "{metrics}");
+    // A client that does not trust our CA cannot talk to us.
+    let other = tempfile::tempdir().unwrap();
+    make_certs(other.path());
+    assert!(tls_connect(server.webhook, &other.path().join("ca.crt")).await.is_err());
+    // Values never reach the log.
+    let log = server.log();
+    assert!(log.contains("allowed"), "{log}");
+}
+
+#[test]
+fn a_bad_certificate_fails_the_start_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let other = tempfile::tempdir().unwrap();
+    make_certs(other.path());
+    std::fs::write(dir.path().join("garbage.crt"), "not a certificate").unwrap();
+    let cases: [(&Path, &Path, &str); 3] = [
+        (&dir.path().join("garbage.crt"), &dir.path().join("tls.key"), "garbage.crt"),
+        (&dir.path().join("tls.crt"), &other.path().join("tls.key"), "do not belong together"),
+        (&dir.path().join("missing.crt"), &dir.path().join("tls.key"), "missing.crt"),
+    ];
+    for (cert, key, expected) in cases {
+        let out = std::process::Command::new(binary())
+            .arg("serve")
+            .arg("--tls-cert-file")
+            .arg(cert)
+            .arg("--tls-key-file")
+            .arg(key)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"), "must not bind");
+    }
+}
+
+/// Lays out certificates the way kubelet mounts a Secret volume:
+/// `tls.crt -> ..data/tls.crt`, `..data -> ..<timestamp>/`.
+fn kubelet_layout(mount: &Path, source: &Path, version: &str) {
+    let versioned = mount.join(format!("..{version}"));
+    std::fs::create_dir_all(&versioned).unwrap();
+    for f in ["tls.crt", "tls.key"] {
+        std::fs::copy(source.join(f), versioned.join(f)).unwrap();
+    }
+    let tmp = mount.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(format!("..{version}"), &tmp).unwrap();
+    std::fs::rename(&tmp, mount.join("..data")).unwrap();
+    for f in ["tls.crt", "tls.key"] {
+        let link = mount.join(f);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{f}"), &link).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn certificate_rotation_through_a_kubelet_symlink_swap_loses_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, mount) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("mount"));
+    for d in [&a, &b, &mount] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    make_certs(&a);
+    make_certs(&b);
+    kubelet_layout(&mount, &a, "2026_12_01");
+    let server = Server::start(&mount.join("tls.crt"), &mount.join("tls.key"), &[], dir.path());
+
+    // Load on keep-alive connections (and fresh ones) for the whole rotation.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failures, ca) = (stop.clone(), ok.clone(), failures.clone(), a.join("ca.crt"));
+        let addr = server.webhook;
+        workers.push(tokio::spawn(async move {
+            let mut client = Client::connect(addr, &ca).await.unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                match client.post_review(&opted_in_review()).await {
+                    Ok((200, answer)) if allowed(&answer) => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                    other => failures.lock().unwrap().push(format!("{other:?}")),
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kubelet_layout(&mount, &b, "2026_12_02");
+
+    // New handshakes see the new certificate (trusted by CA b only).
+    let started = Instant::now();
+    loop {
+        if let Ok(mut c) = Client::connect(server.webhook, &b.join("ca.crt")).await {
+            let (status, _) = c.post_review(&opted_in_review()).await.unwrap();
+            assert_eq!(status, 200);
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "new certificate not served: {}", server.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(tls_connect(server.webhook, &a.join("ca.crt")).await.is_err(), "old certificate still served");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert!(failures.lock().unwrap().is_empty(), "{:?}", failures.lock().unwrap());
+    assert!(ok.load(Ordering::SeqCst) > 20, "load ran: {}", ok.load(Ordering::SeqCst));
+
+    // A broken rotation (half-written file) keeps the current certificate.
+    std::fs::write(mount.join("..2026_12_02").join("tls.crt"), "-----BEGIN CERTIFICATE-----\ngarbage").unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut c = Client::connect(server.webhook, &b.join("ca.crt")).await.unwrap();
+    assert_eq!(c.post_review(&opted_in_review()).await.unwrap().0, 200);
+    let (_, metrics) = server.admin_get("/metrics").await;
+    assert!(metrics.contains("secret_santa_certificate_reloads_total{outcome=\"success\"} 1"), "{metrics}");
+    assert!(metrics.contains("secret_santa_certificate_reloads_total{outcome=\"error\"} 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn sigterm_drains_an_in_flight_review_then_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let mut server = Server::start(&dir.path().join("tls.crt"), &dir.path().join("tls.key"), &[], dir.path());
+    let ca = dir.path().join("ca.crt");
+
+    // Start a request and send only half its body.
+    let body = serde_json::to_vec(&opted_in_review()).unwrap();
+    let mut tls = tls_connect(server.webhook, &ca).await.unwrap();
+    let head = format!(
+        "POST /mutate?timeout=10s HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let half = body.len() / 2;
+    tls.write_all(&body[..half]).await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    server.terminate();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Not ready any more, and no new connections are accepted.
+    assert!(tls_connect(server.webhook, &ca).await.is_err(), "listener closed after SIGTERM");
+
+    // The in-flight review still completes.
+    tls.write_all(&body[half..]).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = tls.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(pos) = find(&buf, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..pos]).to_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if buf.len() >= pos + 4 + len {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "response within the grace period");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let pos = find(&buf, b"\r\n\r\n").unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&buf[pos + 4..]).unwrap();
+    assert!(allowed(&answer) && has_patch(&answer));
+
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0), "{}", server.log());
+    assert!(server.log().contains("drained"), "{}", server.log());
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
