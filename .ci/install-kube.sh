@@ -57,6 +57,7 @@ print_versions() {
     echo "etcd: $("$BIN/etcd" --version 2>&1 | head -n1)"
     echo "kubectl: $("$BIN/kubectl" version --client 2>&1 | head -n1)"
     echo "kustomize: $("$BIN/kustomize" version 2>&1)"
+    cat "$BIN"/.*.source 2>/dev/null || true
   } >&2
 }
 
@@ -91,8 +92,11 @@ done
 if ((${#missing[@]})); then
   log "apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  # A failing third-party source should not stop us: only install's result counts.
+  apt-get update -qq >"$KUBE_DIR/apt-install.log" 2>&1 \
+    || log "apt-get update reported errors (see $KUBE_DIR/apt-install.log); trying the install anyway"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >>"$KUBE_DIR/apt-install.log" 2>&1 \
+    || { tail -n 30 "$KUBE_DIR/apt-install.log" >&2; die "apt-get install failed"; }
 fi
 
 # --- private apt state: bookworm deb-src + trixie binaries ----------------
@@ -177,6 +181,7 @@ for pair in etcd-server:etcd kubectl:kubectl kustomize:kustomize; do
   log "unpacking $(basename "$deb")"
   dpkg-deb -x "$deb" "$tmp/root"
   install_bin "$tmp/root/usr/bin/$name" "$name"
+  echo "$name from Debian trixie $pkg $(dpkg-deb -f "$deb" Version)" >"$BIN/.$name.source"
   rm -rf "$tmp"
   bin_ok "$name" || die "$name from $pkg does not run"
 done
@@ -214,6 +219,8 @@ if ! bin_ok kube-apiserver; then
   ) || die "kube-apiserver build failed (log: $BUILD_DIR/build.log)"
   log "kube-apiserver built in $(($(date +%s) - start))s"
   install_bin "$src/_output/bin/kube-apiserver" kube-apiserver
+  echo "kube-apiserver built from Debian source $(basename "$(ls "$BUILD_DIR"/*.dsc)" .dsc) with $(go version)" \
+    >"$BIN/.kube-apiserver.source"
   bin_ok kube-apiserver || die "built kube-apiserver does not run"
   if [[ ${SECRET_SANTA_KUBE_KEEP_BUILD:-0} != 1 ]]; then
     rm -rf "$BUILD_DIR"

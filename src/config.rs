@@ -236,7 +236,9 @@ impl LimitsConfig {
     }
 }
 
-/// One store instance, as named by `secret-santa.io/mirror`.
+/// One store instance, as named by `secret-santa.io/mirror`. The fields
+/// here are common to every store type; the rest (`settings`) is read, with
+/// unknown keys refused, by the backend of `type`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoreConfig {
@@ -244,15 +246,55 @@ pub struct StoreConfig {
     #[serde(rename = "type")]
     pub store_type: String,
     /// Namespaces whose Secrets may use this store; `["*"]` for all.
-    #[serde(default)]
     pub namespaces: Vec<String>,
+    /// Remote name template: `{namespace}`, `{name}`, `{cluster}`.
+    #[serde(default = "default_name_template")]
+    pub name_template: String,
+    /// Prepended to every remote name (template or author-chosen `key`).
+    #[serde(default)]
+    pub prefix: String,
+    /// May an author choose a `key` outside `{namespace}/`? Default no.
+    #[serde(default)]
+    pub allow_any_key: bool,
+    /// Adopt existing entries that the Secret does not own. Default no.
+    #[serde(default)]
+    pub allow_adoption: bool,
+    /// Deadline of each call to this store (within the review's deadline).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub deadline: Option<Duration>,
+    /// Extra tags on every entry.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// Encryption key for stores that take one (AWS KMS key id, ...).
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
+    /// Per-destination options authors may set: `description`, `tags`, `kmsKeyId`.
+    #[serde(default)]
+    pub allow_overrides: Vec<String>,
     /// Type-specific settings, validated by the backend.
     #[serde(flatten)]
     pub settings: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Store types this build can write to.
-pub const STORE_TYPES: &[&str] = &[];
+fn default_name_template() -> String {
+    "{namespace}/{name}".into()
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom)).transpose()
+}
+
+impl StoreConfig {
+    /// True when Secrets of `namespace` may use this store.
+    pub fn allows_namespace(&self, namespace: &str) -> bool {
+        self.namespaces.iter().any(|n| n == "*" || n == namespace)
+    }
+
+    pub fn allows_override(&self, option: &str) -> bool {
+        self.allow_overrides.iter().any(|o| o == option)
+    }
+}
 
 impl AdminConfig {
     /// Reads and validates the config file.
@@ -288,15 +330,50 @@ impl AdminConfig {
             if !names.insert(store.name.as_str()) {
                 return Err(format!("stores[{i}].name {:?} is used twice", store.name));
             }
-            if !STORE_TYPES.contains(&store.store_type.as_str()) {
+            if store.namespaces.is_empty() {
                 return Err(format!(
-                    "stores[{i}] ({}): store type {:?} is not available in this build",
-                    store.name, store.store_type
+                    "stores[{i}] ({}): namespaces must list the namespaces allowed to use it (or [\"*\"])",
+                    store.name
                 ));
             }
+            for placeholder in extract_placeholders(&store.name_template) {
+                if !["namespace", "name", "cluster"].contains(&placeholder.as_str()) {
+                    return Err(format!(
+                        "stores[{i}] ({}): nameTemplate placeholder {{{placeholder}}} is unknown (use {{namespace}}, {{name}}, {{cluster}})",
+                        store.name
+                    ));
+                }
+            }
+            if !store.name_template.contains("{name}") {
+                return Err(format!(
+                    "stores[{i}] ({}): nameTemplate must contain {{name}}, or Secrets would share one entry",
+                    store.name
+                ));
+            }
+            for o in &store.allow_overrides {
+                if !["description", "tags", "kmsKeyId"].contains(&o.as_str()) {
+                    return Err(format!(
+                        "stores[{i}] ({}): allowOverrides entry {o:?} is unknown (description, tags, kmsKeyId)",
+                        store.name
+                    ));
+                }
+            }
+            crate::store::validate_settings(store).map_err(|e| format!("stores[{i}] ({}): {e}", store.name))?;
         }
         Ok(())
     }
+}
+
+fn extract_placeholders(template: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('}') else { break };
+        out.push(after[..end].to_owned());
+        rest = &after[end + 1..];
+    }
+    out
 }
 
 #[cfg(test)]

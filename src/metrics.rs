@@ -23,7 +23,26 @@ pub struct DenialLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreOpLabels {
+    pub store: String,
+    pub operation: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreLabels {
+    pub store: String,
+    pub operation: &'static str,
+}
+
+fn store_histogram() -> Histogram {
+    Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+}
+
 pub struct Metrics {
+    pub store_operations: Family<StoreOpLabels, Counter>,
+    pub store_duration: Family<StoreLabels, Histogram, fn() -> Histogram>,
     registry: Mutex<Registry>,
     pub reviews: Family<ReviewLabels, Counter>,
     pub denials: Family<DenialLabels, Counter>,
@@ -67,11 +86,26 @@ impl Metrics {
             "Serving certificate reloads after a file change, by outcome",
             cert_reloads.clone(),
         );
+        let store_operations = Family::<StoreOpLabels, Counter>::default();
+        registry.register(
+            "store_operations",
+            "Calls to external stores by store, operation and result",
+            store_operations.clone(),
+        );
+        let store_duration: Family<StoreLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(store_histogram);
+        registry.register(
+            "store_operation_duration_seconds",
+            "Latency of calls to external stores",
+            store_duration.clone(),
+        );
         // Pre-create the denial series so dashboards see zeros.
         for r in Reason::ALL {
             let _ = denials.get_or_create(&DenialLabels { reason: r.as_str() });
         }
         Self {
+            store_operations,
+            store_duration,
             registry: Mutex::new(registry),
             reviews,
             denials,

@@ -12,7 +12,12 @@ use serde_json::Value;
 use sha2::Digest;
 use tokio::sync::Semaphore;
 
+use std::time::Instant;
+
 use crate::config::AdminConfig;
+use crate::metrics::Metrics;
+use crate::mirror::{MirrorOutcome, MirrorRequest};
+use crate::store::Stores;
 use crate::denial::{Denial, Reason};
 use crate::generators::Limits;
 use crate::patch::PatchBuilder;
@@ -48,6 +53,8 @@ pub struct Reviewer {
 
 struct Inner {
     config: AdminConfig,
+    stores: Stores,
+    metrics: Arc<Metrics>,
     limits: Limits,
     /// Bounds concurrent expensive generations (key pairs) on the blocking pool.
     key_workers: Semaphore,
@@ -62,20 +69,38 @@ struct Subject<'a> {
 }
 
 impl Reviewer {
-    pub fn new(config: AdminConfig) -> Self {
+    /// A reviewer with the given store clients (see [`Stores::from_config`]).
+    pub fn new(config: AdminConfig, stores: Stores) -> Self {
         let limits = config.limits.generator_limits();
         let workers = config.limits.key_generation_workers.max(1);
         Self {
             inner: Arc::new(Inner {
                 config,
+                stores,
+                metrics: Arc::new(Metrics::new()),
                 limits,
                 key_workers: Semaphore::new(workers),
             }),
         }
     }
 
+    /// Builds the store clients of `config`, then the reviewer.
+    pub async fn from_config(config: AdminConfig) -> Result<Self, String> {
+        let stores = Stores::from_config(&config).await?;
+        Ok(Self::new(config, stores))
+    }
+
+    /// A reviewer without stores, for configs that list none.
+    pub fn without_stores(config: AdminConfig) -> Self {
+        Self::new(config, Stores::default())
+    }
+
     pub fn config(&self) -> &AdminConfig {
         &self.inner.config
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
     }
 
     /// Reviews one request under the configured deadline.
@@ -89,7 +114,8 @@ impl Reviewer {
         req: &AdmissionRequest<DynamicObject>,
         deadline: std::time::Duration,
     ) -> Result<Mutation, Denial> {
-        match tokio::time::timeout(deadline, self.review_inner(req)).await {
+        let until = Instant::now() + deadline;
+        match tokio::time::timeout(deadline, self.review_inner(req, until)).await {
             Ok(result) => result,
             Err(_) => Err(Denial::new(
                 Reason::Deadline,
@@ -98,7 +124,7 @@ impl Reviewer {
         }
     }
 
-    async fn review_inner(&self, req: &AdmissionRequest<DynamicObject>) -> Result<Mutation, Denial> {
+    async fn review_inner(&self, req: &AdmissionRequest<DynamicObject>, until: Instant) -> Result<Mutation, Denial> {
         if req.kind.group != "" || req.kind.kind != "Secret" {
             // Not ours: the shipped configuration never sends these.
             return Ok(Mutation::untouched());
@@ -110,7 +136,7 @@ impl Reviewer {
                     return Ok(Mutation::untouched());
                 }
                 let subject = subject(req, &secret);
-                self.fill_missing(req, &subject).await
+                self.fill_missing(req, &subject, until).await
             }
             Operation::Update => {
                 let secret = parse_secret(req.object.as_ref(), "object")?;
@@ -119,7 +145,7 @@ impl Reviewer {
                 }
                 let old = parse_secret(req.old_object.as_ref(), "oldObject")?;
                 let subject = subject(req, &secret);
-                self.update(req, &subject, &old).await
+                self.update(req, &subject, &old, until).await
             }
             _ => Ok(Mutation::untouched()),
         }
@@ -127,7 +153,12 @@ impl Reviewer {
 
     /// CREATE (and the first UPDATE of a Secret that was never processed):
     /// every key the annotations define that is missing gets generated.
-    async fn fill_missing(&self, req: &AdmissionRequest<DynamicObject>, subject: &Subject<'_>) -> Result<Mutation, Denial> {
+    async fn fill_missing(
+        &self,
+        req: &AdmissionRequest<DynamicObject>,
+        subject: &Subject<'_>,
+        until: Instant,
+    ) -> Result<Mutation, Denial> {
         let annotations = subject.secret.metadata.annotations.clone().unwrap_or_default();
         let spec = Spec::parse(&annotations)?;
         if spec.is_empty() {
@@ -143,7 +174,7 @@ impl Reviewer {
         }
         let present = present_keys(subject.secret);
         let generated = self.generate(&spec, subject, &present).await?;
-        let missing: SecretData = generated
+        let mut missing: SecretData = generated
             .values
             .iter()
             .filter(|(k, _)| !present.contains(k.as_str()))
@@ -155,7 +186,10 @@ impl Reviewer {
         }
         check_size(subject.secret, &missing)?;
         crate::typed::validate(subject.secret.type_.as_deref(), &final_data(subject.secret, &missing))?;
-        let mirrored = self.mirror(req, subject, &spec, &missing, &mut mutation.warnings).await?;
+        let all = final_data(subject.secret, &missing);
+        let outcome = self.mirror(req, subject, &spec, &missing, &all, false, until, &mut mutation.warnings).await?;
+        missing = outcome.values;
+        let mirrored = outcome.stores;
 
         let mut ann = BTreeMap::new();
         ann.insert(spec::ANN_GENERATED_AT.to_owned(), crate::generators::now_rfc3339());
@@ -187,11 +221,12 @@ impl Reviewer {
         req: &AdmissionRequest<DynamicObject>,
         subject: &Subject<'_>,
         old: &Secret,
+        until: Instant,
     ) -> Result<Mutation, Denial> {
         let old_ann = old.metadata.annotations.clone().unwrap_or_default();
         let Some(old_generated) = old_ann.get(spec::ANN_GENERATED_KEYS) else {
             // Never processed (opted in after creation): generate what is missing.
-            return self.fill_missing(req, subject).await;
+            return self.fill_missing(req, subject, until).await;
         };
         let new_secret = subject.secret;
         let new_ann = new_secret.metadata.annotations.clone().unwrap_or_default();
@@ -254,8 +289,18 @@ impl Reviewer {
             check_size(new_secret, &chosen)?;
             let mut merged = data.clone();
             merged.extend(chosen.iter().map(|(k, v)| (k.clone(), v.clone())));
-            crate::typed::validate(new_secret.type_.as_deref(), &final_data(new_secret, &merged))?;
-            let mirrored = self.mirror(req, subject, &spec, &chosen, &mut mutation.warnings).await?;
+            let all = final_data(new_secret, &merged);
+            crate::typed::validate(new_secret.type_.as_deref(), &all)?;
+            // Destinations hold every generated key, not just the regenerated ones.
+            let generated_now: SecretData = split_keys(old_generated)
+                .into_iter()
+                .chain(chosen.keys().cloned())
+                .filter_map(|k| all.get(&k).map(|v| (k, v.clone())))
+                .collect();
+            let outcome = self
+                .mirror(req, subject, &spec, &generated_now, &all, true, until, &mut mutation.warnings)
+                .await?;
+            let mirrored = outcome.stores;
             let mut all_generated: BTreeSet<String> = split_keys(old_generated).into_iter().collect();
             all_generated.extend(chosen.keys().cloned());
             ann.insert(spec::ANN_GENERATED_AT.to_owned(), crate::generators::now_rfc3339());
@@ -316,29 +361,25 @@ impl Reviewer {
     }
 
     /// Mirrors the values to the stores the `mirror` annotation names.
-    /// Returns the store names written (for the `mirrored-to` annotation).
+    /// Returns the values the Secret must carry (converged with what the
+    /// stores already hold) and the store names written.
+    #[allow(clippy::too_many_arguments)]
     async fn mirror(
         &self,
         req: &AdmissionRequest<DynamicObject>,
         subject: &Subject<'_>,
         spec: &Spec,
-        _values: &SecretData,
+        values: &SecretData,
+        all: &SecretData,
+        regenerate: bool,
+        until: Instant,
         warnings: &mut Vec<String>,
-    ) -> Result<Vec<String>, Denial> {
+    ) -> Result<MirrorOutcome, Denial> {
         if spec.mirror.is_empty() {
-            return Ok(Vec::new());
-        }
-        for m in &spec.mirror {
-            if !self.inner.config.stores.iter().any(|s| s.name == m.store) {
-                return Err(Denial::new(
-                    Reason::Store,
-                    format!(
-                        "annotation {}: store {:?} is not configured by the cluster admin",
-                        spec::ANN_MIRROR,
-                        m.store
-                    ),
-                ));
-            }
+            return Ok(MirrorOutcome {
+                values: values.clone(),
+                ..Default::default()
+            });
         }
         if subject.name.is_empty() {
             // Remote names derive from metadata.name; generateName Secrets get
@@ -351,14 +392,19 @@ impl Reviewer {
                 ),
             ));
         }
+        let request = MirrorRequest {
+            cluster_id: &self.inner.config.cluster_id,
+            namespace: &subject.namespace,
+            name: &subject.name,
+            dry_run: req.dry_run,
+            regenerate,
+            deadline: until,
+        };
+        let outcome = crate::mirror::mirror(&request, &spec.mirror, &self.inner.stores, &self.inner.metrics, values, all).await?;
         if req.dry_run {
-            warnings.push("secret-santa: dry run: mirrors were not written".into());
-            return Ok(Vec::new());
+            warnings.push("secret-santa: dry run: mirrors were checked against the admin config but not written".into());
         }
-        Err(Denial::new(
-            Reason::Store,
-            "mirroring is not available in this build".to_string(),
-        ))
+        Ok(outcome)
     }
 }
 

@@ -182,6 +182,12 @@ pub struct MirrorSpec {
     pub format: MirrorFormat,
     #[serde(default)]
     pub description: Option<String>,
+    /// Extra tags, where the admin allows it.
+    #[serde(default)]
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Encryption key, where the admin allows it.
+    #[serde(default, rename = "kmsKeyId")]
+    pub kms_key_id: Option<String>,
 }
 
 /// What the `regenerate` annotation asks for.

@@ -23,7 +23,7 @@ const TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
 /// The shared state of the webhook and admin endpoints.
 pub struct App {
     pub reviewer: Reviewer,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
     ready: AtomicBool,
 }
@@ -31,8 +31,8 @@ pub struct App {
 impl App {
     pub fn new(reviewer: Reviewer, max_body_bytes: usize) -> Arc<Self> {
         Arc::new(Self {
+            metrics: reviewer.metrics().clone(),
             reviewer,
-            metrics: Metrics::new(),
             max_body_bytes,
             ready: AtomicBool::new(false),
         })

@@ -18,7 +18,7 @@ const DB_GENERATORS: &str = "- name: user\n  type: random_string\n  config: { le
 const DB_TEMPLATE: &str = "username: app_{{ user.value }}\npassword: {{ pass.value | json }}\nurl: \"postgres://app_{{ user.value }}:{{ pass.value | urlencode }}@db:5432/shop\"\n";
 
 fn app() -> Arc<App> {
-    App::new(Reviewer::new(AdminConfig::default()), 3 * 1024 * 1024)
+    App::new(Reviewer::without_stores(AdminConfig::default()), 3 * 1024 * 1024)
 }
 
 async fn send(app: &App, review: &Value) -> Value {

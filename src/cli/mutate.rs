@@ -15,7 +15,7 @@ pub async fn run(args: MutateArgs) -> anyhow::Result<ExitCode> {
         Some(path) => AdminConfig::load(path).map_err(anyhow::Error::msg)?,
         None => AdminConfig::default(),
     };
-    let reviewer = Reviewer::new(config);
+    let reviewer = Reviewer::from_config(config).await.map_err(anyhow::Error::msg)?;
     let mut out_docs = Vec::new();
     let mut failed = false;
     for path in &args.files {

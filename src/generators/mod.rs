@@ -4,8 +4,13 @@
 //! config; the [`registry`] erases the types so the pipeline can look a type up by
 //! the name used in the `secret-santa.io/generators` annotation.
 
+mod auth;
+mod crypto;
+pub(crate) mod keys;
 mod random;
+mod ssh;
 mod time;
+mod tls;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -93,13 +98,22 @@ fn generate_erased<G: Generator>(config: &Value, limits: &Limits) -> Result<Outp
 }
 
 /// Deserializes a generator config; an absent config means all defaults.
-/// Error messages never echo string values (they may be rendered secrets).
+/// Errors name the config key at fault (`length: invalid value: ...`) and
+/// never echo string values (they may be rendered secrets).
 pub fn parse_config<C: DeserializeOwned>(config: &Value) -> Result<C, String> {
     let value = match config {
         Value::Null => Value::Object(Default::default()),
         other => other.clone(),
     };
-    serde_json::from_value(value).map_err(|e| redact_serde_error(&e.to_string()))
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = redact_serde_error(&e.into_inner().to_string());
+        if path == "." || path.is_empty() {
+            message
+        } else {
+            format!("{path}: {message}")
+        }
+    })
 }
 
 /// serde renders a wrong-typed string as `string "<content>"`; drop the content.
@@ -130,6 +144,20 @@ static REGISTRY: &[Entry] = &[
     Entry::of::<random::RandomInteger>(),
     Entry::of::<random::RandomId>(),
     Entry::of::<time::TimeStatic>(),
+    Entry::of::<crypto::AesKey>(),
+    Entry::of::<crypto::ChaCha20Key>(),
+    Entry::of::<crypto::XChaCha20Key>(),
+    Entry::of::<crypto::RsaKey>(),
+    Entry::of::<crypto::Ed25519Key>(),
+    Entry::of::<crypto::EcdsaKey>(),
+    Entry::of::<crypto::EcdhKey>(),
+    Entry::of::<crypto::Hmac>(),
+    Entry::of::<tls::TlsPrivateKey>(),
+    Entry::of::<tls::TlsSelfSignedCert>(),
+    Entry::of::<tls::TlsCertRequest>(),
+    Entry::of::<tls::TlsLocallySignedCert>(),
+    Entry::of::<ssh::SshKeypair>(),
+    Entry::of::<auth::BasicAuth>(),
 ];
 
 /// Every registered generator type.

@@ -52,7 +52,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let tls_config = tls::server_config(resolver.clone())?;
 
-    let app = App::new(Reviewer::new(config), args.max_body_bytes);
+    let reviewer = Reviewer::from_config(config).await.map_err(anyhow::Error::msg)?;
+    let app = App::new(reviewer, args.max_body_bytes);
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding the webhook listener {}", args.listen))?;

@@ -2,6 +2,7 @@
 //! builders, and patch application.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod contract;
 pub mod harness;
 
 use std::collections::BTreeMap;

@@ -12,7 +12,7 @@
 #
 # Files written in DIR:
 #   kubeconfig           admin kubeconfig (client cert, O=system:masters)
-#   env                  KEY=VALUE lines (shell-sourceable), also printed on
+#   cluster.env          KEY=VALUE lines (shell-sourceable), also printed on
 #                        stdout by `start` and `env`:
 #                          KUBECONFIG, KUBE_APISERVER_URL, KUBE_CA_FILE,
 #                          KUBE_WEBHOOK_CERT_FILE, KUBE_WEBHOOK_KEY_FILE,
@@ -23,7 +23,7 @@
 #   pki/webhook.{crt,key}     spare serving cert for a webhook on 127.0.0.1 /
 #                             localhost (use pki/ca.crt as the caBundle)
 #   pki/sa.{key,pub}          service-account token signing key pair
-#   etcd-data/           etcd data dir
+#   etcd-data/           etcd data dir (wiped by every `start`)
 #   etcd.log kube-apiserver.log
 #   etcd.pid kube-apiserver.pid
 #
@@ -50,8 +50,9 @@ pid_alive() {
   [[ -f $f ]] || return 1
   pid=$(<"$f")
   [[ $pid =~ ^[0-9]+$ ]] || return 1
-  [[ -r /proc/$pid/cmdline ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$1" || return 1
+  local cmdline
+  cmdline=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
+  [[ $cmdline == *"$1"* ]] || return 1
   # a zombie counts as gone
   [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]]
 }
@@ -147,7 +148,7 @@ extendedKeyUsage=clientAuth'
 }
 
 write_env() { # apiserver_port etcd_port
-  cat >"$DIR/env" <<EOF
+  cat >"$DIR/cluster.env" <<EOF
 KUBECONFIG=$DIR/kubeconfig
 KUBE_APISERVER_URL=https://127.0.0.1:$1
 KUBE_CA_FILE=$PKI/ca.crt
@@ -225,6 +226,8 @@ do_start() {
   local ports etcd_port peer_port api_port
   read -r etcd_port peer_port api_port < <(free_ports 3)
 
+  # Every start is a new, empty cluster (PKI is kept and reused).
+  rm -rf "$DIR/etcd-data"
   mkdir -p "$DIR/etcd-data"
   chmod 700 "$DIR/etcd-data"
   spawn etcd "$KUBE_BIN_DIR/etcd" \
@@ -289,15 +292,15 @@ do_start() {
     sleep 0.5
   done
   log "ready: https://127.0.0.1:$api_port (etcd 127.0.0.1:$etcd_port), kubeconfig $DIR/kubeconfig"
-  cat "$DIR/env"
+  cat "$DIR/cluster.env"
 }
 
 case $cmd in
   start) do_start ;;
   stop) do_stop ;;
   env)
-    [[ -f $DIR/env ]] || { log "no cluster in $DIR"; exit 1; }
-    cat "$DIR/env"
+    [[ -f $DIR/cluster.env ]] || { log "no cluster in $DIR"; exit 1; }
+    cat "$DIR/cluster.env"
     ;;
   *) usage ;;
 esac
