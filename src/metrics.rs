@@ -49,6 +49,7 @@ pub struct Metrics {
     pub duration: Histogram,
     pub in_flight: Gauge,
     pub cert_reloads: Family<OutcomeLabels, Counter>,
+    pub config_reloads: Family<OutcomeLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -99,6 +100,12 @@ impl Metrics {
             "Latency of calls to external stores",
             store_duration.clone(),
         );
+        let config_reloads = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Admin config reloads after a file change, by outcome",
+            config_reloads.clone(),
+        );
         // Pre-create the denial series so dashboards see zeros.
         for r in Reason::ALL {
             let _ = denials.get_or_create(&DenialLabels { reason: r.as_str() });
@@ -112,6 +119,7 @@ impl Metrics {
             duration,
             in_flight,
             cert_reloads,
+            config_reloads,
         }
     }
 

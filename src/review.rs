@@ -12,7 +12,8 @@ use serde_json::Value;
 use sha2::Digest;
 use tokio::sync::Semaphore;
 
-use std::time::Instant;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use crate::config::AdminConfig;
 use crate::metrics::Metrics;
@@ -45,9 +46,17 @@ impl Mutation {
     }
 }
 
-/// Runs reviews. Cheap to clone.
+/// Runs reviews. Cheap to clone. The admin config can be replaced while
+/// reviews run: each review keeps the config it started with.
 #[derive(Clone)]
 pub struct Reviewer {
+    current: Arc<RwLock<Snapshot>>,
+    metrics: Arc<Metrics>,
+}
+
+/// One admin config with its store clients.
+#[derive(Clone)]
+struct Snapshot {
     inner: Arc<Inner>,
 }
 
@@ -71,16 +80,10 @@ struct Subject<'a> {
 impl Reviewer {
     /// A reviewer with the given store clients (see [`Stores::from_config`]).
     pub fn new(config: AdminConfig, stores: Stores) -> Self {
-        let limits = config.limits.generator_limits();
-        let workers = config.limits.key_generation_workers.max(1);
+        let metrics = Arc::new(Metrics::new());
         Self {
-            inner: Arc::new(Inner {
-                config,
-                stores,
-                metrics: Arc::new(Metrics::new()),
-                limits,
-                key_workers: Semaphore::new(workers),
-            }),
+            current: Arc::new(RwLock::new(Snapshot::new(config, stores, metrics.clone()))),
+            metrics,
         }
     }
 
@@ -95,24 +98,70 @@ impl Reviewer {
         Self::new(config, Stores::default())
     }
 
-    pub fn config(&self) -> &AdminConfig {
-        &self.inner.config
+    /// Replaces the admin config and store clients; reviews already running
+    /// finish with the previous ones.
+    pub fn replace(&self, config: AdminConfig, stores: Stores) {
+        let next = Snapshot::new(config, stores, self.metrics.clone());
+        let mut guard = match self.current.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *guard = next;
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The review deadline of the current config.
+    pub fn request_deadline(&self) -> Duration {
+        self.snapshot().inner.config.limits.request_deadline
+    }
+
+    /// The cluster id of the current config.
+    pub fn cluster_id(&self) -> String {
+        self.snapshot().inner.config.cluster_id.clone()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.inner.metrics
+        &self.metrics
     }
 
     /// Reviews one request under the configured deadline.
     pub async fn review(&self, req: &AdmissionRequest<DynamicObject>) -> Result<Mutation, Denial> {
-        self.review_within(req, self.inner.config.limits.request_deadline).await
+        let snapshot = self.snapshot();
+        let deadline = snapshot.inner.config.limits.request_deadline;
+        snapshot.review_within(req, deadline).await
     }
 
     /// Reviews one request; past `deadline` the review is denied.
-    pub async fn review_within(
+    pub async fn review_within(&self, req: &AdmissionRequest<DynamicObject>, deadline: Duration) -> Result<Mutation, Denial> {
+        self.snapshot().review_within(req, deadline).await
+    }
+}
+
+impl Snapshot {
+    fn new(config: AdminConfig, stores: Stores, metrics: Arc<Metrics>) -> Self {
+        let limits = config.limits.generator_limits();
+        let workers = config.limits.key_generation_workers.max(1);
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                stores,
+                metrics,
+                limits,
+                key_workers: Semaphore::new(workers),
+            }),
+        }
+    }
+
+    async fn review_within(
         &self,
         req: &AdmissionRequest<DynamicObject>,
-        deadline: std::time::Duration,
+        deadline: Duration,
     ) -> Result<Mutation, Denial> {
         let until = Instant::now() + deadline;
         match tokio::time::timeout(deadline, self.review_inner(req, until)).await {

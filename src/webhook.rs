@@ -127,9 +127,7 @@ impl App {
         self.metrics.in_flight.inc();
         let deadline = deadline
             .map(|d| d.saturating_sub(TIMEOUT_MARGIN).max(Duration::from_millis(100)))
-            .map_or(self.reviewer.config().limits.request_deadline, |d| {
-                d.min(self.reviewer.config().limits.request_deadline)
-            });
+            .map_or(self.reviewer.request_deadline(), |d| d.min(self.reviewer.request_deadline()));
         let result = self.reviewer.review_within(&request, deadline).instrument(span.clone()).await;
         self.metrics.in_flight.dec();
         let base = AdmissionResponse::from(&request);

@@ -233,3 +233,51 @@ async fn sigterm_drains_an_in_flight_review_then_exits_zero() {
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+#[tokio::test]
+async fn the_admin_config_is_reloaded_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let config = dir.path().join("config.yaml");
+    let write = |namespaces: &str| {
+        let text = format!("clusterId: e2e\nstores:\n  - name: vault\n    type: memory\n    namespaces: [{namespaces}]\n");
+        let tmp = dir.path().join("config.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &config).unwrap();
+    };
+    write("\"billing\"");
+    let config_arg = config.to_str().unwrap().to_owned();
+    let server = Server::start(&dir.path().join("tls.crt"), &dir.path().join("tls.key"), &["--config", &config_arg], dir.path());
+    let mut client = Client::connect(server.webhook, &dir.path().join("ca.crt")).await.unwrap();
+    let review = || {
+        create(
+            &SecretDoc::new("api")
+                .labelled()
+                .autogenerate("password")
+                .annotate("secret-santa.io/mirror", "- store: vault\n")
+                .value(),
+        )
+    };
+    let (_, answer) = client.post_review(&review()).await.unwrap();
+    assert!(message(&answer).contains("not available to namespace \"shop\""), "{answer}");
+
+    write("\"shop\", \"billing\"");
+    let started = Instant::now();
+    loop {
+        let (status, answer) = client.post_review(&review()).await.unwrap();
+        assert_eq!(status, 200);
+        if allowed(&answer) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "config not reloaded: {}", server.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A broken config is ignored: the current one stays.
+    std::fs::write(&config, "clusterId: e2e\nstorez: []\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, answer) = client.post_review(&review()).await.unwrap();
+    assert!(allowed(&answer), "{answer}");
+    let (_, metrics) = server.admin_get("/metrics").await;
+    assert!(metrics.contains("secret_santa_config_reloads_total{outcome=\"error\"} 1"), "{metrics}");
+    assert!(server.log().contains("storez"), "the reason is logged");
+}

@@ -66,6 +66,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(files) = files {
         tokio::spawn(tls::watch(files, resolver, digest, args.cert_reload_interval, app.clone()));
     }
+    if let Some(path) = args.config.clone() {
+        tokio::spawn(watch_config(path, args.cert_reload_interval, app.clone()));
+    }
     tokio::spawn(serve_admin(admin, app.clone()));
     app.set_ready(true);
     tracing::info!(webhook = %webhook_addr, admin = %admin_addr, "serving");
@@ -164,6 +167,42 @@ pub async fn run_webhook(
     match tokio::time::timeout(grace, graceful.shutdown()).await {
         Ok(()) => tracing::info!("drained"),
         Err(_) => tracing::warn!("drain grace period over; closing remaining connections"),
+    }
+}
+
+/// Polls the admin config file; a change that loads (stores built) replaces
+/// the reviewer's config, one that does not is logged and ignored.
+async fn watch_config(path: std::path::PathBuf, interval: Duration, app: Arc<App>) {
+    use crate::metrics::OutcomeLabels;
+    let read = |p: &std::path::Path| std::fs::read(p).ok();
+    let mut last = read(&path);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let now = read(&path);
+        if now.is_none() || now == last {
+            continue;
+        }
+        last = now;
+        let loaded = match AdminConfig::load(&path) {
+            Ok(config) => match crate::store::Stores::from_config(&config).await {
+                Ok(stores) => Ok((config, stores)),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match loaded {
+            Ok((config, stores)) => {
+                app.reviewer.replace(config, stores);
+                app.metrics.config_reloads.get_or_create(&OutcomeLabels { outcome: "success" }).inc();
+                tracing::info!(config = %path.display(), "admin config reloaded");
+            }
+            Err(e) => {
+                app.metrics.config_reloads.get_or_create(&OutcomeLabels { outcome: "error" }).inc();
+                tracing::warn!(error = %e, "changed admin config does not load; keeping the current one");
+            }
+        }
     }
 }
 
