@@ -206,13 +206,15 @@ if ! bin_ok kube-apiserver; then
   start=$(date +%s)
   (
     cd "$src"
-    export GO111MODULE=off CGO_ENABLED=0 GOPROXY=off GOFLAGS= GOTOOLCHAIN=local
+    export GO111MODULE=off CGO_ENABLED=0 GOPROXY=off GOFLAGS='' GOTOOLCHAIN=local
     export HOME="$BUILD_DIR/home"
     # There is no .git; don't let hack/lib/version.sh find an enclosing repo.
     export GIT_CEILING_DIRECTORIES="$BUILD_DIR"
     export KUBE_GIT_VERSION="v$up" KUBE_GIT_TREE_STATE=clean
-    export KUBE_GIT_MAJOR="${up%%.*}" KUBE_GIT_MINOR
+    # (Only a fallback: the orig tarball carries its own archive version info.)
+    KUBE_GIT_MAJOR=${up%%.*}
     KUBE_GIT_MINOR=$(cut -d. -f2 <<<"$up")
+    export KUBE_GIT_MAJOR KUBE_GIT_MINOR
     mkdir -p "$HOME"
     nice -n 10 make WHAT=cmd/kube-apiserver >"$BUILD_DIR/build.log" 2>&1 \
       || { tail -n 50 "$BUILD_DIR/build.log" >&2; exit 1; }

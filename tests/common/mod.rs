@@ -2,8 +2,10 @@
 //! builders, and patch application.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cluster;
 pub mod contract;
 pub mod harness;
+pub mod moto;
 
 use std::collections::BTreeMap;
 
@@ -58,7 +60,8 @@ impl SecretDoc {
         if self.0.get("data").is_none() {
             self.0["data"] = json!({});
         }
-        self.0["data"][key] = Value::String(base64::engine::general_purpose::STANDARD.encode(value));
+        self.0["data"][key] =
+            Value::String(base64::engine::general_purpose::STANDARD.encode(value));
         self
     }
 
@@ -89,9 +92,17 @@ impl SecretDoc {
 }
 
 /// An AdmissionReview request as kube-apiserver sends it.
-pub fn review(operation: &str, object: Option<&Value>, old: Option<&Value>, dry_run: bool) -> Value {
+pub fn review(
+    operation: &str,
+    object: Option<&Value>,
+    old: Option<&Value>,
+    dry_run: bool,
+) -> Value {
     let obj = object.or(old).cloned().unwrap_or(Value::Null);
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
@@ -137,13 +148,20 @@ pub fn allowed(answer: &Value) -> bool {
 }
 
 pub fn message(answer: &Value) -> String {
-    response(answer)["status"]["message"].as_str().unwrap_or("").to_owned()
+    response(answer)["status"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
 }
 
 pub fn warnings(answer: &Value) -> Vec<String> {
     response(answer)["warnings"]
         .as_array()
-        .map(|a| a.iter().filter_map(|w| w.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|w| w.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 

@@ -184,6 +184,7 @@ spawn() { # NAME ARGS...
   # The child writes its own pid, then execs the daemon (same pid), so the pid
   # file is right whether or not setsid had to fork. No proxy for anything:
   # webhooks and etcd are on loopback.
+  # shellcheck disable=SC2016 # expanded by the child bash
   setsid bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pidfile" \
     env -u http_proxy -u https_proxy -u HTTP_PROXY -u HTTPS_PROXY \
     -u all_proxy -u ALL_PROXY NO_PROXY='*' "$@" \

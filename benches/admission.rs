@@ -1,0 +1,418 @@
+//! Admission benchmark: throughput and latency of the real binary over TLS
+//! keep-alive at 1, 16 and 64 connections, against a baseline measured in
+//! the same run — a minimal hyper + tokio-rustls server answering every POST
+//! with a fixed AdmissionReview (the ceiling for the transport). Also: idle
+//! and peak RSS, and time from start to ready.
+//!
+//! `cargo bench --bench admission` (release build). `SS_BENCH_SECONDS`
+//! sets the measuring time per case (default 3).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use serde_json::{Value, json};
+
+const BASELINE_ENV: &str = "SS_BENCH_BASELINE_DIR";
+
+fn main() {
+    secret_santa::install_crypto_provider();
+    if let Ok(dir) = std::env::var(BASELINE_ENV) {
+        // Re-executed as the baseline server.
+        baseline_server(Path::new(&dir));
+        return;
+    }
+    // `cargo bench` passes `--bench`; ignore arguments.
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(run());
+}
+
+fn seconds() -> Duration {
+    Duration::from_secs_f64(std::env::var("SS_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0))
+}
+
+async fn run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let status = Command::new(env!("CARGO_BIN_EXE_secret-santa"))
+        .args(["certs", "--ip", "127.0.0.1", "--out"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("certs");
+    assert!(status.success());
+    let ca = dir.path().join("ca.crt");
+
+    // Start-up time to ready, and idle RSS.
+    let started = Instant::now();
+    let (mut ours, ours_addr, admin) = spawn_ours(dir.path());
+    wait_ready(admin).await;
+    let startup = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle_rss = rss_kib(ours.id(), "VmRSS");
+
+    let (mut baseline, baseline_addr) = spawn_baseline(dir.path());
+
+    let cases: Vec<(&str, Value)> = vec![
+        ("password-only", password_review()),
+        ("10-key template", template_review()),
+        ("TLS Ed25519", tls_review("ED25519")),
+        ("TLS RSA-2048", tls_review("RSA")),
+    ];
+    println!("# secret-santa admission benchmark ({} s per case, {} cores)", seconds().as_secs_f64(), cores());
+    println!();
+    println!("| case | connections | reviews/s | p50 ms | p99 ms | baseline reviews/s | ratio |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut baseline_cache: std::collections::BTreeMap<usize, Stats> = Default::default();
+    for (name, review) in &cases {
+        // Skip cases whose generators this build does not have.
+        let probe = load(ours_addr, &ca, review, 1, Duration::from_millis(200)).await;
+        if probe.errors > 0 || probe.count == 0 {
+            println!("| {name} | - | not available in this build | | | | |");
+            continue;
+        }
+        for conns in [1usize, 16, 64] {
+            let base = match baseline_cache.get(&conns) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = load(baseline_addr, &ca, &password_review(), conns, seconds()).await;
+                    baseline_cache.insert(conns, s.clone());
+                    s
+                }
+            };
+            let s = load(ours_addr, &ca, review, conns, seconds()).await;
+            println!(
+                "| {name} | {conns} | {:.0} | {:.3} | {:.3} | {:.0} | {:.2} |",
+                s.throughput(),
+                s.p(0.50),
+                s.p(0.99),
+                base.throughput(),
+                s.throughput() / base.throughput()
+            );
+            if s.errors > 0 {
+                println!("|   errors: {} | | | | | | |", s.errors);
+            }
+        }
+    }
+    let peak_rss = rss_kib(ours.id(), "VmHWM");
+    let base_rss = rss_kib(baseline.id(), "VmHWM");
+    println!();
+    println!("| memory and start-up | secret-santa | baseline |");
+    println!("|---|---:|---:|");
+    println!("| RSS idle (MiB) | {:.1} | |", idle_rss as f64 / 1024.0);
+    println!("| RSS peak after 64-connection load (MiB) | {:.1} | {:.1} |", peak_rss as f64 / 1024.0, base_rss as f64 / 1024.0);
+    println!("| start to ready (ms) | {:.1} | |", startup.as_secs_f64() * 1000.0);
+    let _ = ours.kill();
+    let _ = baseline.kill();
+    let _ = ours.wait();
+    let _ = baseline.wait();
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn spawn_ours(dir: &Path) -> (Child, SocketAddr, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_secret-santa"))
+        .arg("serve")
+        .arg("--tls-cert-file")
+        .arg(dir.join("tls.crt"))
+        .arg("--tls-key-file")
+        .arg(dir.join("tls.key"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log", "warn"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn secret-santa");
+    let line = first_line_with(&mut child, "listening ");
+    let mut webhook = None;
+    let mut admin = None;
+    for part in line.split_whitespace() {
+        if let Some(a) = part.strip_prefix("webhook=") {
+            webhook = a.parse().ok();
+        }
+        if let Some(a) = part.strip_prefix("admin=") {
+            admin = a.parse().ok();
+        }
+    }
+    (child, webhook.expect("webhook address"), admin.expect("admin address"))
+}
+
+fn spawn_baseline(dir: &Path) -> (Child, SocketAddr) {
+    let mut child = Command::new(std::env::current_exe().expect("current exe"))
+        .env(BASELINE_ENV, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn baseline");
+    let line = first_line_with(&mut child, "baseline ");
+    let addr = line.trim().strip_prefix("baseline ").and_then(|a| a.parse().ok()).expect("baseline address");
+    (child, addr)
+}
+
+fn first_line_with(child: &mut Child, prefix: &str) -> String {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout");
+    let mut reader = std::io::BufReader::new(stdout);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            panic!("process ended before printing {prefix:?}");
+        }
+        if line.starts_with(prefix) {
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                while reader.read_line(&mut sink).unwrap_or(0) > 0 {
+                    sink.clear();
+                }
+            });
+            return line;
+        }
+    }
+}
+
+async fn wait_ready(admin: SocketAddr) {
+    loop {
+        if let Ok(tcp) = tokio::net::TcpStream::connect(admin).await {
+            if let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await {
+                tokio::spawn(conn);
+                let req = hyper::Request::get("/readyz").header("host", "x").body(Full::new(Bytes::new())).expect("request");
+                if let Ok(resp) = sender.send_request(req).await {
+                    if resp.status() == 200 {
+                        return;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[derive(Clone, Default)]
+struct Stats {
+    count: u64,
+    errors: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+}
+
+impl Stats {
+    fn throughput(&self) -> f64 {
+        self.count as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn p(&self, q: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.latencies_us.len() as f64 - 1.0) * q).round() as usize;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+}
+
+fn client_config(ca: &Path) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(ca).expect("ca") {
+        roots.add(c.expect("cert")).expect("add");
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// `conns` keep-alive connections posting `review` for `duration`.
+async fn load(addr: SocketAddr, ca: &Path, review: &Value, conns: usize, duration: Duration) -> Stats {
+    let body = Bytes::from(serde_json::to_vec(review).expect("json"));
+    let config = client_config(ca);
+    let start = Instant::now();
+    let until = start + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (body, config) = (body.clone(), config.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut stats = Stats::default();
+            let connector = tokio_rustls::TlsConnector::from(config);
+            let Ok(tcp) = tokio::net::TcpStream::connect(addr).await else {
+                stats.errors += 1;
+                return stats;
+            };
+            let _ = tcp.set_nodelay(true);
+            let server_name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+            let Ok(tls) = connector.connect(server_name, tcp).await else {
+                stats.errors += 1;
+                return stats;
+            };
+            let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await else {
+                stats.errors += 1;
+                return stats;
+            };
+            tokio::spawn(conn);
+            while Instant::now() < until {
+                let req = hyper::Request::post("/mutate?timeout=10s")
+                    .header("host", "secret-santa")
+                    .header("content-type", "application/json")
+                    .body(Full::new(body.clone()))
+                    .expect("request");
+                let t = Instant::now();
+                let ok = match sender.send_request(req).await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        match resp.into_body().collect().await {
+                            Ok(b) => status == 200 && allowed(&b.to_bytes()),
+                            Err(_) => false,
+                        }
+                    }
+                    Err(_) => false,
+                };
+                if ok {
+                    stats.count += 1;
+                    stats.latencies_us.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                } else {
+                    stats.errors += 1;
+                    break;
+                }
+            }
+            stats
+        }));
+    }
+    let mut total = Stats::default();
+    for t in tasks {
+        if let Ok(s) = t.await {
+            total.count += s.count;
+            total.errors += s.errors;
+            total.latencies_us.extend(s.latencies_us);
+        }
+    }
+    total.elapsed = start.elapsed();
+    total.latencies_us.sort_unstable();
+    total
+}
+
+fn allowed(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.pointer("/response/allowed").and_then(Value::as_bool))
+        .unwrap_or(false)
+}
+
+fn review_of(object: Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "b7d3e2a4-bench",
+            "kind": {"group": "", "version": "v1", "kind": "Secret"},
+            "resource": {"group": "", "version": "v1", "resource": "secrets"},
+            "name": "bench", "namespace": "bench", "operation": "CREATE",
+            "userInfo": {"username": "bench"},
+            "object": object, "oldObject": null, "dryRun": false
+        }
+    })
+}
+
+fn secret(annotations: Value, secret_type: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret", "type": secret_type,
+        "metadata": {"name": "bench", "namespace": "bench",
+            "labels": {"secret-santa.io/enabled": "true"}, "annotations": annotations}
+    })
+}
+
+fn password_review() -> Value {
+    review_of(secret(json!({"secret-santa.io/autogenerate": "password"}), "Opaque"))
+}
+
+fn template_review() -> Value {
+    let mut generators = String::new();
+    let mut template = String::new();
+    for i in 0..10 {
+        generators.push_str(&format!("- name: g{i}\n  type: random_password\n  config: {{ length: 24 }}\n"));
+        template.push_str(&format!("key{i}: {{{{ g{i}.value | json }}}}\n"));
+    }
+    review_of(secret(
+        json!({"secret-santa.io/generators": generators, "secret-santa.io/template": template}),
+        "Opaque",
+    ))
+}
+
+fn tls_review(algorithm: &str) -> Value {
+    let generators = format!(
+        "- name: key\n  type: tls_private_key\n  config: {{ algorithm: {algorithm}, rsa_bits: 2048 }}\n- name: cert\n  type: tls_self_signed_cert\n  config: {{ key_pem: \"{{{{ key.private_key_pem }}}}\", common_name: bench.example, dns_names: [bench.example], validity_days: 30 }}\n"
+    );
+    let template = "tls.crt: {{ cert.cert_pem | json }}\ntls.key: {{ key.private_key_pem | json }}\n";
+    review_of(secret(
+        json!({"secret-santa.io/generators": generators, "secret-santa.io/template": template}),
+        "kubernetes.io/tls",
+    ))
+}
+
+/// The transport ceiling: TLS + HTTP/1.1 keep-alive, read the body, answer a
+/// fixed allowed review. No JSON decoding of the request.
+fn baseline_server(dir: &Path) {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async move {
+        let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(dir.join("tls.crt"))
+            .expect("cert")
+            .map(|c| c.expect("cert"))
+            .collect();
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(dir.join("tls.key")).expect("key");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        println!("baseline {}", listener.local_addr().expect("addr"));
+        let fixed = Bytes::from_static(
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"b7d3e2a4-bench","allowed":true,"status":{}}}"#,
+        );
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, fixed) = (acceptor.clone(), fixed.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let fixed = fixed.clone();
+                    async move {
+                        let _ = req.into_body().collect().await;
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(fixed))
+                                .expect("response"),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
+            });
+        }
+    });
+}
