@@ -6,6 +6,7 @@
 //!
 //! `cargo bench --bench admission` (release build). `SS_BENCH_SECONDS`
 //! sets the measuring time per case (default 3).
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -29,12 +30,20 @@ fn main() {
         return;
     }
     // `cargo bench` passes `--bench`; ignore arguments.
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(run());
 }
 
 fn seconds() -> Duration {
-    Duration::from_secs_f64(std::env::var("SS_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0))
+    Duration::from_secs_f64(
+        std::env::var("SS_BENCH_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3.0),
+    )
 }
 
 async fn run() {
@@ -65,7 +74,11 @@ async fn run() {
         ("TLS Ed25519", tls_review("ED25519")),
         ("TLS RSA-2048", tls_review("RSA")),
     ];
-    println!("# secret-santa admission benchmark ({} s per case, {} cores)", seconds().as_secs_f64(), cores());
+    println!(
+        "# secret-santa admission benchmark ({} s per case, {} cores)",
+        seconds().as_secs_f64(),
+        cores()
+    );
     println!();
     println!("| case | connections | reviews/s | p50 ms | p99 ms | baseline reviews/s | ratio |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
@@ -106,8 +119,15 @@ async fn run() {
     println!("| memory and start-up | secret-santa | baseline |");
     println!("|---|---:|---:|");
     println!("| RSS idle (MiB) | {:.1} | |", idle_rss as f64 / 1024.0);
-    println!("| RSS peak after 64-connection load (MiB) | {:.1} | {:.1} |", peak_rss as f64 / 1024.0, base_rss as f64 / 1024.0);
-    println!("| start to ready (ms) | {:.1} | |", startup.as_secs_f64() * 1000.0);
+    println!(
+        "| RSS peak after 64-connection load (MiB) | {:.1} | {:.1} |",
+        peak_rss as f64 / 1024.0,
+        base_rss as f64 / 1024.0
+    );
+    println!(
+        "| start to ready (ms) | {:.1} | |",
+        startup.as_secs_f64() * 1000.0
+    );
     let _ = ours.kill();
     let _ = baseline.kill();
     let _ = ours.wait();
@@ -115,7 +135,9 @@ async fn run() {
 }
 
 fn cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
@@ -137,7 +159,14 @@ fn spawn_ours(dir: &Path) -> (Child, SocketAddr, SocketAddr) {
         .arg(dir.join("tls.crt"))
         .arg("--tls-key-file")
         .arg(dir.join("tls.key"))
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log", "warn"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log",
+            "warn",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -153,7 +182,11 @@ fn spawn_ours(dir: &Path) -> (Child, SocketAddr, SocketAddr) {
             admin = a.parse().ok();
         }
     }
-    (child, webhook.expect("webhook address"), admin.expect("admin address"))
+    (
+        child,
+        webhook.expect("webhook address"),
+        admin.expect("admin address"),
+    )
 }
 
 fn spawn_baseline(dir: &Path) -> (Child, SocketAddr) {
@@ -164,7 +197,11 @@ fn spawn_baseline(dir: &Path) -> (Child, SocketAddr) {
         .spawn()
         .expect("spawn baseline");
     let line = first_line_with(&mut child, "baseline ");
-    let addr = line.trim().strip_prefix("baseline ").and_then(|a| a.parse().ok()).expect("baseline address");
+    let addr = line
+        .trim()
+        .strip_prefix("baseline ")
+        .and_then(|a| a.parse().ok())
+        .expect("baseline address");
     (child, addr)
 }
 
@@ -192,15 +229,19 @@ fn first_line_with(child: &mut Child, prefix: &str) -> String {
 
 async fn wait_ready(admin: SocketAddr) {
     loop {
-        if let Ok(tcp) = tokio::net::TcpStream::connect(admin).await {
-            if let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await {
-                tokio::spawn(conn);
-                let req = hyper::Request::get("/readyz").header("host", "x").body(Full::new(Bytes::new())).expect("request");
-                if let Ok(resp) = sender.send_request(req).await {
-                    if resp.status() == 200 {
-                        return;
-                    }
-                }
+        if let Ok(tcp) = tokio::net::TcpStream::connect(admin).await
+            && let Ok((mut sender, conn)) =
+                hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await
+        {
+            tokio::spawn(conn);
+            let req = hyper::Request::get("/readyz")
+                .header("host", "x")
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            if let Ok(resp) = sender.send_request(req).await
+                && resp.status() == 200
+            {
+                return;
             }
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -245,7 +286,13 @@ fn client_config(ca: &Path) -> Arc<rustls::ClientConfig> {
 }
 
 /// `conns` keep-alive connections posting `review` for `duration`.
-async fn load(addr: SocketAddr, ca: &Path, review: &Value, conns: usize, duration: Duration) -> Stats {
+async fn load(
+    addr: SocketAddr,
+    ca: &Path,
+    review: &Value,
+    conns: usize,
+    duration: Duration,
+) -> Stats {
     let body = Bytes::from(serde_json::to_vec(review).expect("json"));
     let config = client_config(ca);
     let start = Instant::now();
@@ -266,7 +313,9 @@ async fn load(addr: SocketAddr, ca: &Path, review: &Value, conns: usize, duratio
                 stats.errors += 1;
                 return stats;
             };
-            let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await else {
+            let Ok((mut sender, conn)) =
+                hyper::client::conn::http1::handshake(TokioIo::new(tls)).await
+            else {
                 stats.errors += 1;
                 return stats;
             };
@@ -290,7 +339,9 @@ async fn load(addr: SocketAddr, ca: &Path, review: &Value, conns: usize, duratio
                 };
                 if ok {
                     stats.count += 1;
-                    stats.latencies_us.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    stats
+                        .latencies_us
+                        .push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
                 } else {
                     stats.errors += 1;
                     break;
@@ -343,14 +394,19 @@ fn secret(annotations: Value, secret_type: &str) -> Value {
 }
 
 fn password_review() -> Value {
-    review_of(secret(json!({"secret-santa.io/autogenerate": "password"}), "Opaque"))
+    review_of(secret(
+        json!({"secret-santa.io/autogenerate": "password"}),
+        "Opaque",
+    ))
 }
 
 fn template_review() -> Value {
     let mut generators = String::new();
     let mut template = String::new();
     for i in 0..10 {
-        generators.push_str(&format!("- name: g{i}\n  type: random_password\n  config: {{ length: 24 }}\n"));
+        generators.push_str(&format!(
+            "- name: g{i}\n  type: random_password\n  config: {{ length: 24 }}\n"
+        ));
         template.push_str(&format!("key{i}: {{{{ g{i}.value | json }}}}\n"));
     }
     review_of(secret(
@@ -363,7 +419,8 @@ fn tls_review(algorithm: &str) -> Value {
     let generators = format!(
         "- name: key\n  type: tls_private_key\n  config: {{ algorithm: {algorithm}, rsa_bits: 2048 }}\n- name: cert\n  type: tls_self_signed_cert\n  config: {{ key_pem: \"{{{{ key.private_key_pem }}}}\", common_name: bench.example, dns_names: [bench.example], validity_days: 30 }}\n"
     );
-    let template = "tls.crt: {{ cert.cert_pem | json }}\ntls.key: {{ key.private_key_pem | json }}\n";
+    let template =
+        "tls.crt: {{ cert.cert_pem | json }}\ntls.key: {{ key.private_key_pem | json }}\n";
     review_of(secret(
         json!({"secret-santa.io/generators": generators, "secret-santa.io/template": template}),
         "kubernetes.io/tls",
@@ -373,7 +430,10 @@ fn tls_review(algorithm: &str) -> Value {
 /// The transport ceiling: TLS + HTTP/1.1 keep-alive, read the body, answer a
 /// fixed allowed review. No JSON decoding of the request.
 fn baseline_server(dir: &Path) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async move {
         let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(dir.join("tls.crt"))
             .expect("cert")

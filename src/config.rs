@@ -47,7 +47,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SECRET_SANTA_CONFIG")]
     pub config: Option<PathBuf>,
     /// PEM certificate chain for the webhook's TLS listener.
-    #[arg(long, env = "SECRET_SANTA_TLS_CERT_FILE", required_unless_present = "self_signed", requires = "tls_key_file")]
+    #[arg(
+        long,
+        env = "SECRET_SANTA_TLS_CERT_FILE",
+        required_unless_present = "self_signed",
+        requires = "tls_key_file"
+    )]
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     #[arg(long, env = "SECRET_SANTA_TLS_KEY_FILE", requires = "tls_cert_file")]
@@ -59,7 +64,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SECRET_SANTA_LISTEN", default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
     /// Admin listener (plain HTTP: /healthz, /readyz, /metrics).
-    #[arg(long, env = "SECRET_SANTA_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "SECRET_SANTA_ADMIN_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
     pub admin_listen: SocketAddr,
     /// How often the certificate files are checked for changes.
     #[arg(long, env = "SECRET_SANTA_CERT_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration_arg)]
@@ -136,7 +145,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!("invalid duration {s:?}: expected a number"));
         }
@@ -144,7 +155,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .parse()
             .map_err(|_| format!("invalid duration {s:?}"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let secs = match unit {
@@ -152,10 +165,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => number,
             "m" => number * 60.0,
             "h" => number * 3600.0,
-            "" => return Err(format!("invalid duration {s:?}: missing unit (ms, s, m, h)")),
+            "" => {
+                return Err(format!(
+                    "invalid duration {s:?}: missing unit (ms, s, m, h)"
+                ));
+            }
             other => return Err(format!("invalid duration {s:?}: unknown unit {other:?}")),
         };
-        total += Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {s:?}"))?;
+        total +=
+            Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {s:?}"))?;
     }
     Ok(total)
 }
@@ -225,7 +243,9 @@ fn default_max_rsa_bits() -> u32 {
     4096
 }
 fn default_key_workers() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
 }
 
 impl LimitsConfig {
@@ -282,7 +302,8 @@ fn default_name_template() -> String {
 
 fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let s = Option::<String>::deserialize(d)?;
-    s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom)).transpose()
+    s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 impl StoreConfig {
@@ -299,7 +320,8 @@ impl StoreConfig {
 impl AdminConfig {
     /// Reads and validates the config file.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
         Self::parse(&text).map_err(|e| format!("config {}: {e}", path.display()))
     }
 
@@ -316,7 +338,9 @@ impl AdminConfig {
         if !(1024..=16384).contains(&self.limits.max_rsa_bits) {
             return Err("limits.maxRsaBits must be between 1024 and 16384".into());
         }
-        if self.limits.request_deadline.is_zero() || self.limits.request_deadline > Duration::from_secs(30) {
+        if self.limits.request_deadline.is_zero()
+            || self.limits.request_deadline > Duration::from_secs(30)
+        {
             return Err("limits.requestDeadline must be more than 0s and at most 30s (the apiserver's webhook limit)".into());
         }
         if self.limits.key_generation_workers == 0 {
@@ -358,7 +382,8 @@ impl AdminConfig {
                     ));
                 }
             }
-            crate::store::validate_settings(store).map_err(|e| format!("stores[{i}] ({}): {e}", store.name))?;
+            crate::store::validate_settings(store)
+                .map_err(|e| format!("stores[{i}] ({}): {e}", store.name))?;
         }
         Ok(())
     }
@@ -392,7 +417,10 @@ mod tests {
 
     #[test]
     fn config_rejects_unknown_keys_by_name() {
-        let c = AdminConfig::parse("clusterId: prod\nlimits: { requestDeadline: 5s, maxRsaBits: 3072 }\n").unwrap();
+        let c = AdminConfig::parse(
+            "clusterId: prod\nlimits: { requestDeadline: 5s, maxRsaBits: 3072 }\n",
+        )
+        .unwrap();
         assert_eq!(c.limits.request_deadline, Duration::from_secs(5));
         let err = AdminConfig::parse("clusterId: prod\nlimts: {}\n").unwrap_err();
         assert!(err.contains("limts"), "{err}");

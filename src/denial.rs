@@ -71,7 +71,10 @@ impl Denial {
 
     /// A problem in a named annotation.
     pub fn annotation(annotation: &str, problem: impl fmt::Display) -> Self {
-        Self::new(Reason::Annotation, format!("annotation {annotation}: {problem}"))
+        Self::new(
+            Reason::Annotation,
+            format!("annotation {annotation}: {problem}"),
+        )
     }
 
     /// A problem with a named generator.

@@ -37,7 +37,9 @@ pub struct StoreLabels {
 }
 
 fn store_histogram() -> Histogram {
-    Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
 }
 
 pub struct Metrics {
@@ -67,12 +69,17 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("secret_santa");
         let reviews = Family::<ReviewLabels, Counter>::default();
-        registry.register("reviews", "Admission reviews by operation and outcome", reviews.clone());
+        registry.register(
+            "reviews",
+            "Admission reviews by operation and outcome",
+            reviews.clone(),
+        );
         let denials = Family::<DenialLabels, Counter>::default();
         registry.register("denials", "Denied reviews by reason", denials.clone());
         // 100 µs .. ~13 s
         let duration = Histogram::new([
-            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5, 5.0, 10.0,
         ]);
         registry.register(
             "review_duration_seconds",
@@ -80,7 +87,11 @@ impl Metrics {
             duration.clone(),
         );
         let in_flight = Gauge::default();
-        registry.register("reviews_in_flight", "Reviews being answered now", in_flight.clone());
+        registry.register(
+            "reviews_in_flight",
+            "Reviews being answered now",
+            in_flight.clone(),
+        );
         let cert_reloads = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "certificate_reloads",

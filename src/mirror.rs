@@ -14,7 +14,9 @@ use crate::denial::{Denial, Reason};
 use crate::metrics::{Metrics, StoreLabels, StoreOpLabels};
 use crate::secret::{SecretData, SecretValue};
 use crate::spec::{ANN_MIRROR, MirrorFormat, MirrorSpec};
-use crate::store::{CreateOutcome, DynStore, Ownership, RemoteEntry, RemoteName, StoreError, Stores, WriteOptions};
+use crate::store::{
+    CreateOutcome, DynStore, Ownership, RemoteEntry, RemoteName, StoreError, Stores, WriteOptions,
+};
 
 /// Who is mirroring, and how.
 pub struct MirrorRequest<'a> {
@@ -58,7 +60,10 @@ struct Destination<'a> {
 }
 
 fn store_denial(store: &str, problem: impl std::fmt::Display) -> Denial {
-    Denial::new(Reason::Store, format!("annotation {ANN_MIRROR}: store {store:?}: {problem}"))
+    Denial::new(
+        Reason::Store,
+        format!("annotation {ANN_MIRROR}: store {store:?}: {problem}"),
+    )
 }
 
 /// Resolves the annotation against the admin config without touching any
@@ -75,13 +80,20 @@ fn plan<'a>(
         let Some((config, client)) = stores.get(&spec.store) else {
             return Err(Denial::new(
                 Reason::Store,
-                format!("annotation {ANN_MIRROR}: store {:?} is not configured by the cluster admin", spec.store),
+                format!(
+                    "annotation {ANN_MIRROR}: store {:?} is not configured by the cluster admin",
+                    spec.store
+                ),
             ));
         };
         if !config.allows_namespace(req.namespace) {
             return Err(store_denial(
                 &spec.store,
-                format!("not available to namespace {:?} (the admin config allows: {})", req.namespace, config.namespaces.join(", ")),
+                format!(
+                    "not available to namespace {:?} (the admin config allows: {})",
+                    req.namespace,
+                    config.namespaces.join(", ")
+                ),
             ));
         }
         let logical = match &spec.key {
@@ -90,11 +102,16 @@ fn plan<'a>(
                 if !config.allow_any_key && !key.starts_with(&own) {
                     return Err(store_denial(
                         &spec.store,
-                        format!("key {key:?} must start with {own:?} (the store does not allow names outside the Secret's namespace)"),
+                        format!(
+                            "key {key:?} must start with {own:?} (the store does not allow names outside the Secret's namespace)"
+                        ),
                     ));
                 }
                 if key.split('/').any(|seg| seg == ".." || seg == ".") || key.contains("//") {
-                    return Err(store_denial(&spec.store, format!("key {key:?} has an empty, '.' or '..' segment")));
+                    return Err(store_denial(
+                        &spec.store,
+                        format!("key {key:?} has an empty, '.' or '..' segment"),
+                    ));
                 }
                 format!("{}{key}", config.prefix)
             }
@@ -110,8 +127,14 @@ fn plan<'a>(
         let remote = client
             .remote_name(&logical)
             .map_err(|e| store_denial(&spec.store, format!("remote name {logical:?}: {e}")))?;
-        if out.iter().any(|d| d.store_name == spec.store && d.remote == remote) {
-            return Err(store_denial(&spec.store, format!("remote name {remote} is listed twice")));
+        if out
+            .iter()
+            .any(|d| d.store_name == spec.store && d.remote == remote)
+        {
+            return Err(store_denial(
+                &spec.store,
+                format!("remote name {remote} is listed twice"),
+            ));
         }
         let keys: Vec<String> = match &spec.keys {
             Some(keys) => {
@@ -120,7 +143,10 @@ fn plan<'a>(
                 }
                 for k in keys {
                     if !all.contains_key(k) {
-                        return Err(store_denial(&spec.store, format!("key {k:?} is not in the Secret")));
+                        return Err(store_denial(
+                            &spec.store,
+                            format!("key {k:?} is not in the Secret"),
+                        ));
                     }
                 }
                 let mut unique: Vec<String> = keys.clone();
@@ -131,28 +157,38 @@ fn plan<'a>(
             None => generated.keys().cloned().collect(),
         };
         if keys.is_empty() {
-            return Err(store_denial(&spec.store, "nothing to mirror: no generated keys and no `keys` listed"));
+            return Err(store_denial(
+                &spec.store,
+                "nothing to mirror: no generated keys and no `keys` listed",
+            ));
         }
         if spec.format == MirrorFormat::Value && keys.len() != 1 {
             return Err(store_denial(
                 &spec.store,
-                format!("format value needs exactly one key, got {} (list it in `keys`)", keys.len()),
+                format!(
+                    "format value needs exactly one key, got {} (list it in `keys`)",
+                    keys.len()
+                ),
             ));
         }
         if spec.format == MirrorFormat::Dotenv {
             let mut seen = BTreeSet::new();
             for k in &keys {
                 if !seen.insert(dotenv_name(k)) {
-                    return Err(store_denial(&spec.store, format!("keys map to the same dotenv name {}", dotenv_name(k))));
+                    return Err(store_denial(
+                        &spec.store,
+                        format!("keys map to the same dotenv name {}", dotenv_name(k)),
+                    ));
                 }
             }
         }
         let mut options = WriteOptions {
-            description: Some(
-                spec.description
-                    .clone()
-                    .unwrap_or_else(|| format!("Managed by secret-santa for Secret {}/{}", req.namespace, req.name)),
-            ),
+            description: Some(spec.description.clone().unwrap_or_else(|| {
+                format!(
+                    "Managed by secret-santa for Secret {}/{}",
+                    req.namespace, req.name
+                )
+            })),
             tags: config.tags.clone(),
             kms_key_id: config.kms_key_id.clone(),
             content_type: match spec.format {
@@ -161,11 +197,17 @@ fn plan<'a>(
             },
         };
         if spec.description.is_some() && !config.allows_override("description") {
-            return Err(store_denial(&spec.store, "the admin config does not allow setting description"));
+            return Err(store_denial(
+                &spec.store,
+                "the admin config does not allow setting description",
+            ));
         }
         if let Some(tags) = &spec.tags {
             if !config.allows_override("tags") {
-                return Err(store_denial(&spec.store, "the admin config does not allow setting tags"));
+                return Err(store_denial(
+                    &spec.store,
+                    "the admin config does not allow setting tags",
+                ));
             }
             for (k, v) in tags {
                 if k.starts_with("secret-santa") {
@@ -176,13 +218,21 @@ fn plan<'a>(
         }
         if let Some(kms) = &spec.kms_key_id {
             if !config.allows_override("kmsKeyId") {
-                return Err(store_denial(&spec.store, "the admin config does not allow setting kmsKeyId"));
+                return Err(store_denial(
+                    &spec.store,
+                    "the admin config does not allow setting kmsKeyId",
+                ));
             }
             options.kms_key_id = Some(kms.clone());
         }
         for k in &keys {
-            if spec.format != MirrorFormat::Value && std::str::from_utf8(all.get(k).map_or(&[][..], |v| v.expose())).is_err() {
-                return Err(store_denial(&spec.store, format!("key {k:?} is binary; mirror it alone with format value")));
+            if spec.format != MirrorFormat::Value
+                && std::str::from_utf8(all.get(k).map_or(&[][..], |v| v.expose())).is_err()
+            {
+                return Err(store_denial(
+                    &spec.store,
+                    format!("key {k:?} is binary; mirror it alone with format value"),
+                ));
             }
         }
         out.push(Destination {
@@ -202,7 +252,13 @@ fn plan<'a>(
 /// `api-token` → `API_TOKEN`.
 pub fn dotenv_name(key: &str) -> String {
     key.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -218,7 +274,14 @@ pub fn encode(format: MirrorFormat, keys: &[String], values: &SecretData) -> Sec
             let map: serde_json::Map<String, serde_json::Value> = keys
                 .iter()
                 .filter_map(|k| {
-                    values.get(k).map(|v| (k.clone(), serde_json::Value::String(String::from_utf8_lossy(v.expose()).into_owned())))
+                    values.get(k).map(|v| {
+                        (
+                            k.clone(),
+                            serde_json::Value::String(
+                                String::from_utf8_lossy(v.expose()).into_owned(),
+                            ),
+                        )
+                    })
                 })
                 .collect();
             let mut value = serde_json::Value::Object(map);
@@ -301,13 +364,19 @@ async fn timed<T>(
     deadline: Instant,
     fut: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
-    let budget = dest.deadline.min(deadline.saturating_duration_since(Instant::now()));
+    let budget = dest
+        .deadline
+        .min(deadline.saturating_duration_since(Instant::now()));
     let started = Instant::now();
     let span = tracing::info_span!("store", store = dest.store_name, kind = dest.client.kind(), operation, remote = %dest.remote);
-    let result = match tokio::time::timeout(budget, tracing::Instrument::instrument(fut, span)).await {
-        Ok(r) => r,
-        Err(_) => Err(StoreError::Unavailable(format!("no answer within {} ms", budget.as_millis()))),
-    };
+    let result =
+        match tokio::time::timeout(budget, tracing::Instrument::instrument(fut, span)).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no answer within {} ms",
+                budget.as_millis()
+            ))),
+        };
     let result_label = match &result {
         Ok(_) => "success",
         Err(e) => e.reason(),
@@ -331,7 +400,12 @@ async fn timed<T>(
 }
 
 fn describe(dest: &Destination<'_>, e: &StoreError) -> String {
-    format!("store {:?} ({}): {}: {e}", dest.store_name, dest.client.kind(), dest.remote)
+    format!(
+        "store {:?} ({}): {}: {e}",
+        dest.store_name,
+        dest.client.kind(),
+        dest.remote
+    )
 }
 
 /// Mirrors `generated` (the keys this review filled or regenerates) to the
@@ -360,7 +434,12 @@ pub async fn mirror(
     };
 
     // 1. Probe every destination in parallel.
-    let probes = join_all(dests.iter().map(|d| timed(metrics, d, "read", req.deadline, d.client.read(&d.remote)))).await;
+    let probes = join_all(
+        dests
+            .iter()
+            .map(|d| timed(metrics, d, "read", req.deadline, d.client.read(&d.remote))),
+    )
+    .await;
     let mut existing: Vec<Option<RemoteEntry>> = Vec::with_capacity(dests.len());
     let mut errors = Vec::new();
     for (d, p) in dests.iter().zip(probes) {
@@ -383,12 +462,18 @@ pub async fn mirror(
             let owned = entry.owner().is_some_and(|o| o.same_secret(&owner_for(d)));
             if !owned && !d.config.allow_adoption {
                 let who = match entry.owner() {
-                    Some(o) => format!("Secret {}/{} of cluster {}", o.namespace, o.name, o.cluster_id),
+                    Some(o) => format!(
+                        "Secret {}/{} of cluster {}",
+                        o.namespace, o.name, o.cluster_id
+                    ),
                     None => "nobody we know (no secret-santa ownership tags)".to_owned(),
                 };
                 return Err(store_denial(
                     d.store_name,
-                    format!("{} already exists and is owned by {who}; the store does not allow adoption", d.remote),
+                    format!(
+                        "{} already exists and is owned by {who}; the store does not allow adoption",
+                        d.remote
+                    ),
                 ));
             }
         }
@@ -423,7 +508,16 @@ pub async fn mirror(
         let owner = owner_for(d);
         async move {
             match e {
-                None => match timed(metrics, d, "create", req.deadline, d.client.create_if_absent(&d.remote, &payload, &owner, &d.options)).await? {
+                None => match timed(
+                    metrics,
+                    d,
+                    "create",
+                    req.deadline,
+                    d.client
+                        .create_if_absent(&d.remote, &payload, &owner, &d.options),
+                )
+                .await?
+                {
                     CreateOutcome::Created { version } => Ok(Written::Done(version)),
                     // Another replica created it between our probe and our create.
                     CreateOutcome::Exists(raced) => Ok(Written::Raced(raced)),
@@ -432,9 +526,15 @@ pub async fn mirror(
                     if entry.payload == payload && entry.owner().as_ref() == Some(&owner) {
                         Ok(Written::Done(entry.version.clone()))
                     } else {
-                        timed(metrics, d, "put", req.deadline, d.client.put(&d.remote, &payload, &owner, &d.options))
-                            .await
-                            .map(Written::Done)
+                        timed(
+                            metrics,
+                            d,
+                            "put",
+                            req.deadline,
+                            d.client.put(&d.remote, &payload, &owner, &d.options),
+                        )
+                        .await
+                        .map(Written::Done)
                     }
                 }
             }
@@ -457,7 +557,10 @@ pub async fn mirror(
                 if raced.owner().is_some_and(|o| o.same_secret(&owner_for(d))) {
                     raced_any = true;
                 } else {
-                    errors.push(describe(d, &StoreError::Other("created concurrently by another owner".into())));
+                    errors.push(describe(
+                        d,
+                        &StoreError::Other("created concurrently by another owner".into()),
+                    ));
                 }
                 versions.push(Some(raced.version));
             }
@@ -468,7 +571,12 @@ pub async fn mirror(
         }
     }
     if raced_any && errors.is_empty() {
-        let fresh = join_all(dests.iter().map(|d| timed(metrics, d, "read", req.deadline, d.client.read(&d.remote)))).await;
+        let fresh = join_all(
+            dests
+                .iter()
+                .map(|d| timed(metrics, d, "read", req.deadline, d.client.read(&d.remote))),
+        )
+        .await;
         let mut fresh_entries = Vec::with_capacity(dests.len());
         for (d, f) in dests.iter().zip(fresh) {
             match f {
@@ -500,7 +608,16 @@ pub async fn mirror(
                 async move {
                     match e {
                         Some(entry) if entry.payload == payload => Ok(entry.version.clone()),
-                        _ => timed(metrics, d, "put", req.deadline, d.client.put(&d.remote, &payload, &owner, &d.options)).await,
+                        _ => {
+                            timed(
+                                metrics,
+                                d,
+                                "put",
+                                req.deadline,
+                                d.client.put(&d.remote, &payload, &owner, &d.options),
+                            )
+                            .await
+                        }
                     }
                 }
             }))
@@ -516,7 +633,10 @@ pub async fn mirror(
     if !errors.is_empty() {
         return Err(Denial::new(
             Reason::Store,
-            format!("{}; nothing was admitted, a retry converges on the values already written", errors.join("; ")),
+            format!(
+                "{}; nothing was admitted, a retry converges on the values already written",
+                errors.join("; ")
+            ),
         ));
     }
     for (d, v) in dests.iter().zip(versions) {

@@ -36,7 +36,9 @@ impl PatchBuilder {
         if entries.is_empty() {
             return;
         }
-        let encode = |v: &SecretValue| Value::String(base64::engine::general_purpose::STANDARD.encode(v.expose()));
+        let encode = |v: &SecretValue| {
+            Value::String(base64::engine::general_purpose::STANDARD.encode(v.expose()))
+        };
         if has_data {
             for (k, v) in entries {
                 self.ops.push(PatchOperation::Add(AddOperation {
@@ -45,7 +47,10 @@ impl PatchBuilder {
                 }));
             }
         } else {
-            let map: serde_json::Map<String, Value> = entries.iter().map(|(k, v)| (k.clone(), encode(v))).collect();
+            let map: serde_json::Map<String, Value> = entries
+                .iter()
+                .map(|(k, v)| (k.clone(), encode(v)))
+                .collect();
             self.ops.push(PatchOperation::Add(AddOperation {
                 path: pointer(&["data"]),
                 value: Value::Object(map),
@@ -66,8 +71,10 @@ impl PatchBuilder {
                 }));
             }
         } else {
-            let map: serde_json::Map<String, Value> =
-                entries.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+            let map: serde_json::Map<String, Value> = entries
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
             self.ops.push(PatchOperation::Add(AddOperation {
                 path: pointer(&["metadata", "annotations"]),
                 value: Value::Object(map),
@@ -99,13 +106,22 @@ mod tests {
         let data: BTreeMap<String, SecretValue> =
             [("password".to_string(), SecretValue::new(b"pw".to_vec()))].into();
         b.set_data(false, &data);
-        let ann: BTreeMap<String, String> =
-            [("secret-santa.io/generated-keys".to_string(), "password".to_string()), ("a~b".to_string(), "1".to_string())].into();
+        let ann: BTreeMap<String, String> = [
+            (
+                "secret-santa.io/generated-keys".to_string(),
+                "password".to_string(),
+            ),
+            ("a~b".to_string(), "1".to_string()),
+        ]
+        .into();
         b.set_annotations(false, &ann);
         let patch = b.build();
         json_patch::patch(&mut doc, &patch).unwrap();
         assert_eq!(doc["data"]["password"], "cHc=");
-        assert_eq!(doc["metadata"]["annotations"]["secret-santa.io/generated-keys"], "password");
+        assert_eq!(
+            doc["metadata"]["annotations"]["secret-santa.io/generated-keys"],
+            "password"
+        );
 
         let mut b = PatchBuilder::new();
         b.set_annotations(true, &[("x/y~z".to_string(), "v".to_string())].into());

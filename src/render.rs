@@ -26,20 +26,29 @@ static PROTOTYPE: LazyLock<Tera> = LazyLock::new(build_prototype);
 fn build_prototype() -> Tera {
     let mut tera = Tera::default();
     // Templates come from Secret authors: nothing may reach the process.
-    tera.register_function("get_env", |_: &HashMap<String, Value>| -> tera::Result<Value> {
-        Err(tera::Error::msg(
-            "get_env is disabled: templates cannot read the webhook's environment",
-        ))
-    });
+    tera.register_function(
+        "get_env",
+        |_: &HashMap<String, Value>| -> tera::Result<Value> {
+            Err(tera::Error::msg(
+                "get_env is disabled: templates cannot read the webhook's environment",
+            ))
+        },
+    );
     tera.register_function("range", bounded_range);
     tera.register_filter("sha256", |v: &Value, _: &HashMap<String, Value>| {
-        Ok(Value::String(hex::encode(sha2::Sha256::digest(bytes_of(v, "sha256")?))))
+        Ok(Value::String(hex::encode(sha2::Sha256::digest(bytes_of(
+            v, "sha256",
+        )?))))
     });
     tera.register_filter("sha512", |v: &Value, _: &HashMap<String, Value>| {
-        Ok(Value::String(hex::encode(sha2::Sha512::digest(bytes_of(v, "sha512")?))))
+        Ok(Value::String(hex::encode(sha2::Sha512::digest(bytes_of(
+            v, "sha512",
+        )?))))
     });
     tera.register_filter("crc32", |v: &Value, _: &HashMap<String, Value>| {
-        Ok(Value::from(crc32fast::hash(bytes_of(v, "crc32")?.as_bytes())))
+        Ok(Value::from(crc32fast::hash(
+            bytes_of(v, "crc32")?.as_bytes(),
+        )))
     });
     tera.register_filter("entropy", |v: &Value, _: &HashMap<String, Value>| {
         Ok(Value::from(entropy_bits(&bytes_of(v, "entropy")?)))
@@ -68,15 +77,21 @@ fn build_prototype() -> Tera {
     tera.register_filter("toBinary", |v: &Value, _: &HashMap<String, Value>| {
         let s = bytes_of(v, "toBinary")?;
         Ok(Value::String(
-            s.bytes().map(|b| format!("{b:08b}")).collect::<Vec<_>>().join(""),
+            s.bytes()
+                .map(|b| format!("{b:08b}"))
+                .collect::<Vec<_>>()
+                .join(""),
         ))
     });
     tera.register_filter("removeHyphens", |v: &Value, _: &HashMap<String, Value>| {
-        Ok(Value::String(bytes_of(v, "removeHyphens")?.replace('-', "")))
+        Ok(Value::String(
+            bytes_of(v, "removeHyphens")?.replace('-', ""),
+        ))
     });
     tera.register_filter("urlencode", |v: &Value, _: &HashMap<String, Value>| {
         Ok(Value::String(
-            percent_encoding::utf8_percent_encode(&bytes_of(v, "urlencode")?, URL_COMPONENT).to_string(),
+            percent_encoding::utf8_percent_encode(&bytes_of(v, "urlencode")?, URL_COMPONENT)
+                .to_string(),
         ))
     });
     // `json` and `yaml` quote a value so it is one valid scalar: a JSON string
@@ -161,7 +176,8 @@ fn bcrypt_hash(input: &str, cost: u32, filter: &str) -> tera::Result<String> {
             input.len()
         )));
     }
-    bcrypt::hash(input, cost).map_err(|_| tera::Error::msg(format!("filter {filter}: hashing failed")))
+    bcrypt::hash(input, cost)
+        .map_err(|_| tera::Error::msg(format!("filter {filter}: hashing failed")))
 }
 
 /// Shannon entropy of the string, in bits, over its own symbol frequencies
@@ -190,17 +206,23 @@ pub fn entropy_bits(s: &str) -> f64 {
 fn bounded_range(args: &HashMap<String, Value>) -> tera::Result<Value> {
     let num = |key: &str, default: Option<u64>| -> tera::Result<u64> {
         match args.get(key) {
-            Some(v) => v
-                .as_u64()
-                .ok_or_else(|| tera::Error::msg(format!("function range: `{key}` must be a non-negative whole number"))),
-            None => default.ok_or_else(|| tera::Error::msg("function range needs an `end` argument")),
+            Some(v) => v.as_u64().ok_or_else(|| {
+                tera::Error::msg(format!(
+                    "function range: `{key}` must be a non-negative whole number"
+                ))
+            }),
+            None => {
+                default.ok_or_else(|| tera::Error::msg("function range needs an `end` argument"))
+            }
         }
     };
     let start = num("start", Some(0))?;
     let end = num("end", None)?;
     let step = num("step_by", Some(1))?.max(1);
     if start > end {
-        return Err(tera::Error::msg("function range: start is greater than end"));
+        return Err(tera::Error::msg(
+            "function range: start is greater than end",
+        ));
     }
     let count = (end - start).div_ceil(step);
     if count > MAX_RANGE_ELEMENTS as u64 {
@@ -209,7 +231,10 @@ fn bounded_range(args: &HashMap<String, Value>) -> tera::Result<Value> {
         )));
     }
     Ok(Value::Array(
-        (start..end).step_by(step as usize).map(Value::from).collect(),
+        (start..end)
+            .step_by(step as usize)
+            .map(Value::from)
+            .collect(),
     ))
 }
 
@@ -244,7 +269,8 @@ impl RenderContext {
 
     /// Makes a generator's outputs visible as `{{ name.field }}`.
     pub fn insert(&mut self, name: &str, outputs: &crate::secret::Outputs) {
-        self.vars.insert(name.to_owned(), Value::Object(outputs.as_map().clone()));
+        self.vars
+            .insert(name.to_owned(), Value::Object(outputs.as_map().clone()));
     }
 
     fn tera_context(&self) -> tera::Result<Context> {
@@ -272,9 +298,12 @@ impl Drop for RenderContext {
 pub fn render(template: &str, ctx: &RenderContext) -> Result<String, String> {
     check_syntax(template)?;
     let mut tera = PROTOTYPE.clone();
-    tera.add_raw_template(TEMPLATE_NAME, template).map_err(|e| describe(&e))?;
+    tera.add_raw_template(TEMPLATE_NAME, template)
+        .map_err(|e| describe(&e))?;
     let context = ctx.tera_context().map_err(|e| describe(&e))?;
-    let out = tera.render(TEMPLATE_NAME, &context).map_err(|e| describe(&e))?;
+    let out = tera
+        .render(TEMPLATE_NAME, &context)
+        .map_err(|e| describe(&e))?;
     if out.len() > MAX_OUTPUT_BYTES {
         return Err(format!(
             "rendered output is {} bytes, more than the limit of {MAX_OUTPUT_BYTES}",
@@ -306,7 +335,10 @@ fn describe(e: &tera::Error) -> String {
     }
     parts
         .into_iter()
-        .map(|p| p.replace(&format!("'{TEMPLATE_NAME}'"), "the template").replace(TEMPLATE_NAME, "the template"))
+        .map(|p| {
+            p.replace(&format!("'{TEMPLATE_NAME}'"), "the template")
+                .replace(TEMPLATE_NAME, "the template")
+        })
         .collect::<Vec<_>>()
         .join(": ")
 }
@@ -349,9 +381,15 @@ mod tests {
             &ctx(),
         )
         .unwrap();
-        assert_eq!(out, "p%40ss%3Aw%2Frd%231 abc 6869 aGk= hi 01000001 \"p@ss:w/rd#1\"");
+        assert_eq!(
+            out,
+            "p%40ss%3Aw%2Frd%231 abc 6869 aGk= hi 01000001 \"p@ss:w/rd#1\""
+        );
         let out = render("{{ 'abc' | sha256 }}", &ctx()).unwrap();
-        assert_eq!(out, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            out,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         let out = render("{{ pass.value | htpasswd(user='admin', cost=4) }}", &ctx()).unwrap();
         let hash = out.strip_prefix("admin:").unwrap();
         assert!(bcrypt::verify("p@ss:w/rd#1", hash).unwrap());
@@ -361,7 +399,11 @@ mod tests {
     fn environment_and_recursion_are_refused() {
         let err = render("{{ get_env(name='HOME') }}", &ctx()).unwrap_err();
         assert!(err.contains("get_env is disabled"), "{err}");
-        let err = render("{% macro f() %}{{ self::f() }}{% endmacro %}{{ self::f() }}", &ctx()).unwrap_err();
+        let err = render(
+            "{% macro f() %}{{ self::f() }}{% endmacro %}{{ self::f() }}",
+            &ctx(),
+        )
+        .unwrap_err();
         assert!(err.contains("macros"), "{err}");
         let err = render("{% for i in range(end=100000000) %}x{% endfor %}", &ctx()).unwrap_err();
         assert!(err.contains("limit"), "{err}");
@@ -382,7 +424,10 @@ mod tests {
 
     #[test]
     fn scrub_removes_values() {
-        assert_eq!(scrub("bad value s3cr3t\"x here", &["s3cr3t\"x"]), "bad value <redacted> here");
+        assert_eq!(
+            scrub("bad value s3cr3t\"x here", &["s3cr3t\"x"]),
+            "bad value <redacted> here"
+        );
         assert_eq!(scrub("esc s3cr3t\\\"x", &["s3cr3t\"x"]), "esc <redacted>");
     }
 }

@@ -16,15 +16,15 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use crate::config::AdminConfig;
-use crate::metrics::Metrics;
-use crate::mirror::{MirrorOutcome, MirrorRequest};
-use crate::store::Stores;
 use crate::denial::{Denial, Reason};
 use crate::generators::Limits;
+use crate::metrics::Metrics;
+use crate::mirror::{MirrorOutcome, MirrorRequest};
 use crate::patch::PatchBuilder;
 use crate::render::{self, RenderContext};
 use crate::secret::{Outputs, SecretData, SecretValue};
 use crate::spec::{self, GeneratorSpec, Regenerate, SecretKey, Spec};
+use crate::store::Stores;
 
 /// Kubernetes refuses Secrets whose data exceeds 1 MiB.
 pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
@@ -138,7 +138,11 @@ impl Reviewer {
     }
 
     /// Reviews one request; past `deadline` the review is denied.
-    pub async fn review_within(&self, req: &AdmissionRequest<DynamicObject>, deadline: Duration) -> Result<Mutation, Denial> {
+    pub async fn review_within(
+        &self,
+        req: &AdmissionRequest<DynamicObject>,
+        deadline: Duration,
+    ) -> Result<Mutation, Denial> {
         self.snapshot().review_within(req, deadline).await
     }
 }
@@ -168,13 +172,20 @@ impl Snapshot {
             Ok(result) => result,
             Err(_) => Err(Denial::new(
                 Reason::Deadline,
-                format!("review did not finish within {} ms; nothing was changed", deadline.as_millis()),
+                format!(
+                    "review did not finish within {} ms; nothing was changed",
+                    deadline.as_millis()
+                ),
             )),
         }
     }
 
-    async fn review_inner(&self, req: &AdmissionRequest<DynamicObject>, until: Instant) -> Result<Mutation, Denial> {
-        if req.kind.group != "" || req.kind.kind != "Secret" {
+    async fn review_inner(
+        &self,
+        req: &AdmissionRequest<DynamicObject>,
+        until: Instant,
+    ) -> Result<Mutation, Denial> {
+        if !req.kind.group.is_empty() || req.kind.kind != "Secret" {
             // Not ours: the shipped configuration never sends these.
             return Ok(Mutation::untouched());
         }
@@ -208,7 +219,12 @@ impl Snapshot {
         subject: &Subject<'_>,
         until: Instant,
     ) -> Result<Mutation, Denial> {
-        let annotations = subject.secret.metadata.annotations.clone().unwrap_or_default();
+        let annotations = subject
+            .secret
+            .metadata
+            .annotations
+            .clone()
+            .unwrap_or_default();
         let spec = Spec::parse(&annotations)?;
         if spec.is_empty() {
             let mut m = Mutation::untouched();
@@ -234,18 +250,44 @@ impl Snapshot {
             return Ok(mutation);
         }
         check_size(subject.secret, &missing)?;
-        crate::typed::validate(subject.secret.type_.as_deref(), &final_data(subject.secret, &missing))?;
+        crate::typed::validate(
+            subject.secret.type_.as_deref(),
+            &final_data(subject.secret, &missing),
+        )?;
         let all = final_data(subject.secret, &missing);
-        let outcome = self.mirror(req, subject, &spec, &missing, &all, false, until, &mut mutation.warnings).await?;
+        let outcome = self
+            .mirror(
+                req,
+                subject,
+                &spec,
+                &missing,
+                &all,
+                false,
+                until,
+                &mut mutation.warnings,
+            )
+            .await?;
         missing = outcome.values;
         let mirrored = outcome.stores;
 
         let mut ann = BTreeMap::new();
-        ann.insert(spec::ANN_GENERATED_AT.to_owned(), crate::generators::now_rfc3339());
-        ann.insert(spec::ANN_GENERATED_KEYS.to_owned(), join_keys(missing.keys()));
-        ann.insert(spec::ANN_GENERATOR_TYPES.to_owned(), spec.generator_types().join(","));
+        ann.insert(
+            spec::ANN_GENERATED_AT.to_owned(),
+            crate::generators::now_rfc3339(),
+        );
+        ann.insert(
+            spec::ANN_GENERATED_KEYS.to_owned(),
+            join_keys(missing.keys()),
+        );
+        ann.insert(
+            spec::ANN_GENERATOR_TYPES.to_owned(),
+            spec.generator_types().join(","),
+        );
         if let Some(t) = &spec.template {
-            ann.insert(spec::ANN_TEMPLATE_CHECKSUM.to_owned(), hex::encode(sha2::Sha256::digest(t.as_bytes())));
+            ann.insert(
+                spec::ANN_TEMPLATE_CHECKSUM.to_owned(),
+                hex::encode(sha2::Sha256::digest(t.as_bytes())),
+            );
         }
         if !mirrored.is_empty() {
             ann.insert(spec::ANN_MIRRORED_TO.to_owned(), mirrored.join(","));
@@ -285,19 +327,19 @@ impl Snapshot {
         let mut data: SecretData = BTreeMap::new();
         let mut restored_keys = Vec::new();
         for key in split_keys(old_generated) {
-            if !present.contains(key.as_str()) {
-                if let Some(v) = old_data.get(&key) {
-                    data.insert(key.clone(), SecretValue::new(v.0.clone()));
-                    restored_keys.push(key);
-                }
+            if !present.contains(key.as_str())
+                && let Some(v) = old_data.get(&key)
+            {
+                data.insert(key.clone(), SecretValue::new(v.0.clone()));
+                restored_keys.push(key);
             }
         }
         let mut ann: BTreeMap<String, String> = BTreeMap::new();
         for name in spec::METADATA_ANNOTATIONS {
-            if !new_ann.contains_key(name) {
-                if let Some(v) = old_ann.get(name) {
-                    ann.insert(name.to_owned(), v.clone());
-                }
+            if !new_ann.contains_key(name)
+                && let Some(v) = old_ann.get(name)
+            {
+                ann.insert(name.to_owned(), v.clone());
             }
         }
 
@@ -347,13 +389,29 @@ impl Snapshot {
                 .filter_map(|k| all.get(&k).map(|v| (k, v.clone())))
                 .collect();
             let outcome = self
-                .mirror(req, subject, &spec, &generated_now, &all, true, until, &mut mutation.warnings)
+                .mirror(
+                    req,
+                    subject,
+                    &spec,
+                    &generated_now,
+                    &all,
+                    true,
+                    until,
+                    &mut mutation.warnings,
+                )
                 .await?;
             let mirrored = outcome.stores;
-            let mut all_generated: BTreeSet<String> = split_keys(old_generated).into_iter().collect();
+            let mut all_generated: BTreeSet<String> =
+                split_keys(old_generated).into_iter().collect();
             all_generated.extend(chosen.keys().cloned());
-            ann.insert(spec::ANN_GENERATED_AT.to_owned(), crate::generators::now_rfc3339());
-            ann.insert(spec::ANN_GENERATED_KEYS.to_owned(), join_keys(all_generated.iter()));
+            ann.insert(
+                spec::ANN_GENERATED_AT.to_owned(),
+                crate::generators::now_rfc3339(),
+            );
+            ann.insert(
+                spec::ANN_GENERATED_KEYS.to_owned(),
+                join_keys(all_generated.iter()),
+            );
             if !mirrored.is_empty() {
                 ann.insert(spec::ANN_MIRRORED_TO.to_owned(), mirrored.join(","));
             }
@@ -383,7 +441,12 @@ impl Snapshot {
     /// Runs the generators and the template; returns every key the spec
     /// defines. Generators whose outputs cannot matter (no template, key
     /// already present) are skipped.
-    async fn generate(&self, spec: &Spec, subject: &Subject<'_>, present: &BTreeSet<String>) -> Result<Generated, Denial> {
+    async fn generate(
+        &self,
+        spec: &Spec,
+        subject: &Subject<'_>,
+        present: &BTreeSet<String>,
+    ) -> Result<Generated, Denial> {
         let expensive = spec.generators.iter().any(|g| g.entry.expensive);
         let job = GenerationJob {
             spec: spec.clone(),
@@ -393,7 +456,12 @@ impl Snapshot {
             generate_name: subject.generate_name.clone(),
             namespace: subject.namespace.clone(),
             labels: subject.secret.metadata.labels.clone().unwrap_or_default(),
-            annotations: subject.secret.metadata.annotations.clone().unwrap_or_default(),
+            annotations: subject
+                .secret
+                .metadata
+                .annotations
+                .clone()
+                .unwrap_or_default(),
         };
         if !expensive {
             return job.run();
@@ -449,7 +517,15 @@ impl Snapshot {
             regenerate,
             deadline: until,
         };
-        let outcome = crate::mirror::mirror(&request, &spec.mirror, &self.inner.stores, &self.inner.metrics, values, all).await?;
+        let outcome = crate::mirror::mirror(
+            &request,
+            &spec.mirror,
+            &self.inner.stores,
+            &self.inner.metrics,
+            values,
+            all,
+        )
+        .await?;
         if req.dry_run {
             warnings.push("secret-santa: dry run: mirrors were checked against the admin config but not written".into());
         }
@@ -498,7 +574,13 @@ impl GenerationJob {
             values.insert(key.as_str().to_owned(), value_field(&out));
         }
 
-        let mut ctx = RenderContext::new(&self.name, &self.generate_name, &self.namespace, &self.labels, &self.annotations);
+        let mut ctx = RenderContext::new(
+            &self.name,
+            &self.generate_name,
+            &self.namespace,
+            &self.labels,
+            &self.annotations,
+        );
         let mut secrets: Vec<String> = Vec::new();
         for g in &spec.generators {
             if spec.template.is_none() && self.present.contains(g.name.as_str()) {
@@ -521,16 +603,26 @@ impl GenerationJob {
                 let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
                 render::scrub(m, &refs)
             };
-            let rendered = render::render(template, &ctx)
-                .map_err(|e| Denial::new(Reason::Template, format!("annotation {}: {}", spec::ANN_TEMPLATE, scrub(&e))))?;
+            let rendered = render::render(template, &ctx).map_err(|e| {
+                Denial::new(
+                    Reason::Template,
+                    format!("annotation {}: {}", spec::ANN_TEMPLATE, scrub(&e)),
+                )
+            })?;
             let parsed = parse_template_output(&rendered).map_err(|e| {
-                Denial::new(Reason::Template, format!("annotation {}: {}", spec::ANN_TEMPLATE, scrub(&e)))
+                Denial::new(
+                    Reason::Template,
+                    format!("annotation {}: {}", spec::ANN_TEMPLATE, scrub(&e)),
+                )
             })?;
             for (key, value) in parsed {
                 if spec.autogenerate.iter().any(|k| k.as_str() == key) {
                     return Err(Denial::annotation(
                         spec::ANN_TEMPLATE,
-                        format!("key {key:?} is defined by both {} and the template", spec::ANN_AUTOGENERATE),
+                        format!(
+                            "key {key:?} is defined by both {} and the template",
+                            spec::ANN_AUTOGENERATE
+                        ),
                     ));
                 }
                 values.insert(key, value);
@@ -554,10 +646,19 @@ fn value_field(out: &Outputs) -> SecretValue {
 
 /// Runs one generator after rendering template expressions in its string
 /// config values with the outputs of the generators before it.
-fn run_generator(g: &GeneratorSpec, ctx: &RenderContext, limits: &Limits, secrets: &[String]) -> Result<Outputs, Denial> {
+fn run_generator(
+    g: &GeneratorSpec,
+    ctx: &RenderContext,
+    limits: &Limits,
+    secrets: &[String],
+) -> Result<Outputs, Denial> {
     let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
     let config = render_config(&g.config, ctx).map_err(|e| {
-        Denial::generator(g.name.as_str(), g.type_name(), format!("config: {}", render::scrub(&e, &refs)))
+        Denial::generator(
+            g.name.as_str(),
+            g.type_name(),
+            format!("config: {}", render::scrub(&e, &refs)),
+        )
     })?;
     g.entry
         .generate(&config, limits)
@@ -566,8 +667,14 @@ fn run_generator(g: &GeneratorSpec, ctx: &RenderContext, limits: &Limits, secret
 
 fn render_config(value: &Value, ctx: &RenderContext) -> Result<Value, String> {
     Ok(match value {
-        Value::String(s) if s.contains("{{") || s.contains("{%") => Value::String(render::render(s, ctx)?),
-        Value::Array(a) => Value::Array(a.iter().map(|v| render_config(v, ctx)).collect::<Result<_, _>>()?),
+        Value::String(s) if s.contains("{{") || s.contains("{%") => {
+            Value::String(render::render(s, ctx)?)
+        }
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .map(|v| render_config(v, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
         Value::Object(o) => Value::Object(
             o.iter()
                 .map(|(k, v)| Ok((k.clone(), render_config(v, ctx)?)))
@@ -596,12 +703,19 @@ fn parse_template_output(rendered: &str) -> Result<BTreeMap<String, SecretValue>
                 return Err(format!(
                     "key {:?}: value is a YAML {}, not a string; quote it so it is kept exactly",
                     key.as_str(),
-                    if value.is_number() { "number" } else { "boolean" }
+                    if value.is_number() {
+                        "number"
+                    } else {
+                        "boolean"
+                    }
                 ));
             }
             Value::Null => return Err(format!("key {:?}: value is empty (null)", key.as_str())),
             Value::Array(_) | Value::Object(_) => {
-                return Err(format!("key {:?}: value must be a string, not a list or mapping", key.as_str()));
+                return Err(format!(
+                    "key {:?}: value must be a string, not a list or mapping",
+                    key.as_str()
+                ));
             }
         };
         out.insert(key.as_str().to_owned(), SecretValue::from_string(text));
@@ -610,12 +724,17 @@ fn parse_template_output(rendered: &str) -> Result<BTreeMap<String, SecretValue>
 }
 
 fn parse_secret(obj: Option<&DynamicObject>, field: &str) -> Result<Secret, Denial> {
-    let obj = obj.ok_or_else(|| Denial::new(Reason::Request, format!("the review has no {field}")))?;
-    let value = serde_json::to_value(obj).map_err(|_| Denial::new(Reason::Request, format!("{field} cannot be read")))?;
+    let obj =
+        obj.ok_or_else(|| Denial::new(Reason::Request, format!("the review has no {field}")))?;
+    let value = serde_json::to_value(obj)
+        .map_err(|_| Denial::new(Reason::Request, format!("{field} cannot be read")))?;
     serde_json::from_value(value).map_err(|e| {
         Denial::new(
             Reason::Request,
-            format!("{field} is not a valid Secret: {}", crate::generators::redact_serde_error(&e.to_string())),
+            format!(
+                "{field} is not a valid Secret: {}",
+                crate::generators::redact_serde_error(&e.to_string())
+            ),
         )
     })
 }
@@ -626,7 +745,12 @@ fn subject<'a>(req: &AdmissionRequest<DynamicObject>, secret: &'a Secret) -> Sub
         .clone()
         .or_else(|| secret.metadata.namespace.clone())
         .unwrap_or_else(|| "default".into());
-    let name = secret.metadata.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| req.name.clone());
+    let name = secret
+        .metadata
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| req.name.clone());
     Subject {
         namespace,
         name,
@@ -661,7 +785,9 @@ fn check_size(secret: &Secret, adding: &SecretData) -> Result<(), Denial> {
     if total > MAX_SECRET_BYTES {
         return Err(Denial::new(
             Reason::SecretKey,
-            format!("the Secret's data would be {total} bytes, more than Kubernetes' limit of {MAX_SECRET_BYTES}"),
+            format!(
+                "the Secret's data would be {total} bytes, more than Kubernetes' limit of {MAX_SECRET_BYTES}"
+            ),
         ));
     }
     Ok(())
@@ -690,5 +816,9 @@ fn join_keys<'a>(keys: impl Iterator<Item = &'a String>) -> String {
 }
 
 fn split_keys(list: &str) -> Vec<String> {
-    list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }

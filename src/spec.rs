@@ -68,16 +68,17 @@ impl GeneratorName {
         let valid_start = chars
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-        if !valid_start
-            || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            || s.len() > 63
+        if !valid_start || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || s.len() > 63
         {
             return Err(format!(
                 "generator name {s:?} must start with a letter or _ and contain only letters, digits and _ (at most 63)"
             ));
         }
         if s == "secret" {
-            return Err("generator name \"secret\" is reserved for the Secret's own metadata in templates".into());
+            return Err(
+                "generator name \"secret\" is reserved for the Secret's own metadata in templates"
+                    .into(),
+            );
         }
         Ok(Self(s.to_owned()))
     }
@@ -103,7 +104,10 @@ impl SecretKey {
             return Err("a Secret key must not be empty".into());
         }
         if s.len() > 253 {
-            return Err(format!("Secret key {:?}… is longer than 253 characters", &s[..s.floor_char_boundary(40)]));
+            return Err(format!(
+                "Secret key {:?}… is longer than 253 characters",
+                &s[..s.floor_char_boundary(40)]
+            ));
         }
         if s == "." || s == ".." {
             return Err(format!("Secret key {s:?} is not allowed"));
@@ -252,8 +256,9 @@ impl Spec {
             ));
         }
         if let Some(text) = annotations.get(ANN_MIRROR) {
-            spec.mirror = crate::yaml::from_str::<Vec<MirrorSpec>>(text)
-                .map_err(|e| Denial::annotation(ANN_MIRROR, format!("is not a valid list of mirrors: {e}")))?;
+            spec.mirror = crate::yaml::from_str::<Vec<MirrorSpec>>(text).map_err(|e| {
+                Denial::annotation(ANN_MIRROR, format!("is not a valid list of mirrors: {e}"))
+            })?;
         }
         if let Some(text) = annotations.get(ANN_REGENERATE) {
             spec.regenerate = Some(if text.trim() == "all" {
@@ -261,7 +266,10 @@ impl Spec {
             } else {
                 let keys = parse_key_list(ANN_REGENERATE, text)?;
                 if keys.is_empty() {
-                    return Err(Denial::annotation(ANN_REGENERATE, "lists no keys (use \"all\" or a comma list)"));
+                    return Err(Denial::annotation(
+                        ANN_REGENERATE,
+                        "lists no keys (use \"all\" or a comma list)",
+                    ));
                 }
                 Regenerate::Keys(keys.into_iter().collect())
             });
@@ -270,7 +278,11 @@ impl Spec {
             // Without a template, generator names become keys: they must not
             // collide with the shorthand's keys.
             for g in &spec.generators {
-                if spec.autogenerate.iter().any(|k| k.as_str() == g.name.as_str()) {
+                if spec
+                    .autogenerate
+                    .iter()
+                    .any(|k| k.as_str() == g.name.as_str())
+                {
                     return Err(Denial::annotation(
                         ANN_GENERATORS,
                         format!(
@@ -305,16 +317,25 @@ impl Spec {
 fn produces_value(g: &GeneratorSpec) -> bool {
     matches!(
         g.type_name(),
-        "random_password" | "random_string" | "random_uuid" | "random_bytes" | "random_integer" | "random_id"
+        "random_password"
+            | "random_string"
+            | "random_uuid"
+            | "random_bytes"
+            | "random_integer"
+            | "random_id"
     )
 }
 
 fn parse_key_list(annotation: &str, list: &str) -> Result<Vec<SecretKey>, Denial> {
     let mut keys: Vec<SecretKey> = Vec::new();
     for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let key = SecretKey::parse(item).map_err(|e| Denial::new(Reason::SecretKey, format!("annotation {annotation}: {e}")))?;
+        let key = SecretKey::parse(item)
+            .map_err(|e| Denial::new(Reason::SecretKey, format!("annotation {annotation}: {e}")))?;
         if keys.contains(&key) {
-            return Err(Denial::annotation(annotation, format!("lists key {item:?} twice")));
+            return Err(Denial::annotation(
+                annotation,
+                format!("lists key {item:?} twice"),
+            ));
         }
         keys.push(key);
     }
@@ -331,12 +352,16 @@ fn parse_generators(text: &str) -> Result<Vec<GeneratorSpec>, Denial> {
     if raw.len() > MAX_GENERATORS {
         return Err(Denial::annotation(
             ANN_GENERATORS,
-            format!("declares {} generators, more than the limit of {MAX_GENERATORS}", raw.len()),
+            format!(
+                "declares {} generators, more than the limit of {MAX_GENERATORS}",
+                raw.len()
+            ),
         ));
     }
     let mut out: Vec<GeneratorSpec> = Vec::with_capacity(raw.len());
     for g in raw {
-        let name = GeneratorName::parse(&g.name).map_err(|e| Denial::annotation(ANN_GENERATORS, e))?;
+        let name =
+            GeneratorName::parse(&g.name).map_err(|e| Denial::annotation(ANN_GENERATORS, e))?;
         if out.iter().any(|o| o.name == name) {
             return Err(Denial::annotation(
                 ANN_GENERATORS,
@@ -347,11 +372,18 @@ fn parse_generators(text: &str) -> Result<Vec<GeneratorSpec>, Denial> {
             Denial::generator(
                 name.as_str(),
                 &g.type_name,
-                format!("unknown generator type; known types: {}", generators::type_names().join(", ")),
+                format!(
+                    "unknown generator type; known types: {}",
+                    generators::type_names().join(", ")
+                ),
             )
         })?;
         if !matches!(g.config, Value::Null | Value::Object(_)) {
-            return Err(Denial::generator(name.as_str(), entry.type_name, "config must be a mapping"));
+            return Err(Denial::generator(
+                name.as_str(),
+                entry.type_name,
+                "config must be a mapping",
+            ));
         }
         out.push(GeneratorSpec {
             name,
@@ -368,7 +400,10 @@ mod tests {
     use super::*;
 
     fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -389,13 +424,31 @@ mod tests {
         )]))
         .unwrap();
         assert_eq!(spec.generators.len(), 2);
-        assert_eq!(spec.generator_types(), vec!["random_password", "random_string"]);
+        assert_eq!(
+            spec.generator_types(),
+            vec!["random_password", "random_string"]
+        );
 
-        let err = Spec::parse(&ann(&[(ANN_GENERATORS, "- name: a\n  type: random_pasword\n")])).unwrap_err();
-        assert!(err.message.contains("random_pasword") && err.message.contains(ANN_GENERATORS), "{err}");
-        let err = Spec::parse(&ann(&[(ANN_GENERATORS, "- name: a\n  type: random_uuid\n- name: a\n  type: random_uuid\n")])).unwrap_err();
+        let err = Spec::parse(&ann(&[(
+            ANN_GENERATORS,
+            "- name: a\n  type: random_pasword\n",
+        )]))
+        .unwrap_err();
+        assert!(
+            err.message.contains("random_pasword") && err.message.contains(ANN_GENERATORS),
+            "{err}"
+        );
+        let err = Spec::parse(&ann(&[(
+            ANN_GENERATORS,
+            "- name: a\n  type: random_uuid\n- name: a\n  type: random_uuid\n",
+        )]))
+        .unwrap_err();
         assert!(err.message.contains("used twice"), "{err}");
-        let err = Spec::parse(&ann(&[(ANN_GENERATORS, "- name: a\n  type: random_uuid\n  extra: 1\n")])).unwrap_err();
+        let err = Spec::parse(&ann(&[(
+            ANN_GENERATORS,
+            "- name: a\n  type: random_uuid\n  extra: 1\n",
+        )]))
+        .unwrap_err();
         assert!(err.message.contains("extra"), "{err}");
         let err = Spec::parse(&ann(&[(ANN_GENERATORS, "{not: a list")])).unwrap_err();
         assert_eq!(err.reason, Reason::Annotation);
@@ -407,7 +460,10 @@ mod tests {
         let keys: Vec<&str> = spec.autogenerate.iter().map(SecretKey::as_str).collect();
         assert_eq!(keys, ["password", "api-token"]);
         let err = Spec::parse(&ann(&[(ANN_AUTOGENERATE, "a/b")])).unwrap_err();
-        assert!(err.message.contains(ANN_AUTOGENERATE) && err.message.contains("a/b"), "{err}");
+        assert!(
+            err.message.contains(ANN_AUTOGENERATE) && err.message.contains("a/b"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -25,7 +25,10 @@ pub fn validate(secret_type: Option<&str>, data: &SecretData) -> Result<(), Deni
 }
 
 fn deny(type_name: &str, key: &str, problem: impl std::fmt::Display) -> Denial {
-    Denial::new(Reason::TypedSecret, format!("a {type_name} Secret's key {key:?} {problem}"))
+    Denial::new(
+        Reason::TypedSecret,
+        format!("a {type_name} Secret's key {key:?} {problem}"),
+    )
 }
 
 fn require<'a>(data: &'a SecretData, type_name: &str, key: &str) -> Result<&'a [u8], Denial> {
@@ -51,14 +54,23 @@ fn tls(data: &SecretData) -> Result<(), Denial> {
         .map_err(|_| deny(TYPE_TLS, "tls.crt", "does not hold PEM certificates"))?;
     let mut first_key: Option<Vec<u8>> = None;
     for (i, der) in certs.iter().enumerate() {
-        let cert = keys::parse_certificate(der, "tls.crt")
-            .map_err(|_| deny(TYPE_TLS, "tls.crt", format!("has certificate #{} that is not valid X.509", i + 1)))?;
+        let cert = keys::parse_certificate(der, "tls.crt").map_err(|_| {
+            deny(
+                TYPE_TLS,
+                "tls.crt",
+                format!("has certificate #{} that is not valid X.509", i + 1),
+            )
+        })?;
         if i == 0 {
             first_key = Some(cert.public_key().subject_public_key.data.to_vec());
         }
     }
-    let loaded = keys::LoadedKey::from_pem(key, "\"tls.key\"")
-        .map_err(|e| Denial::new(Reason::TypedSecret, format!("a {TYPE_TLS} Secret's key {e}")))?;
+    let loaded = keys::LoadedKey::from_pem(key, "\"tls.key\"").map_err(|e| {
+        Denial::new(
+            Reason::TypedSecret,
+            format!("a {TYPE_TLS} Secret's key {e}"),
+        )
+    })?;
     if first_key.as_deref() != Some(loaded.public_key_raw()) {
         return Err(Denial::new(
             Reason::TypedSecret,
@@ -90,7 +102,13 @@ fn ssh_auth(data: &SecretData) -> Result<(), Denial> {
     if key.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
         return ssh_key::PrivateKey::from_openssh(key)
             .map(|_| ())
-            .map_err(|_| deny(TYPE_SSH_AUTH, "ssh-privatekey", "is not a valid OpenSSH private key"));
+            .map_err(|_| {
+                deny(
+                    TYPE_SSH_AUTH,
+                    "ssh-privatekey",
+                    "is not a valid OpenSSH private key",
+                )
+            });
     }
     use rustls_pki_types::PrivateKeyDer;
     use rustls_pki_types::pem::PemObject;
@@ -102,7 +120,11 @@ fn ssh_auth(data: &SecretData) -> Result<(), Denial> {
         )
     })?;
     if !keys::is_der_sequence(der.secret_der()) {
-        return Err(deny(TYPE_SSH_AUTH, "ssh-privatekey", "holds a PEM block that is not a valid key structure"));
+        return Err(deny(
+            TYPE_SSH_AUTH,
+            "ssh-privatekey",
+            "holds a PEM block that is not a valid key structure",
+        ));
     }
     Ok(())
 }
@@ -111,8 +133,17 @@ fn ssh_auth(data: &SecretData) -> Result<(), Denial> {
 fn dockerconfigjson(data: &SecretData) -> Result<(), Denial> {
     const KEY: &str = ".dockerconfigjson";
     let raw = require(data, TYPE_DOCKERCONFIGJSON, KEY)?;
-    let doc: serde_json::Value = serde_json::from_slice(raw)
-        .map_err(|e| deny(TYPE_DOCKERCONFIGJSON, KEY, format!("is not valid JSON (line {}, column {})", e.line(), e.column())))?;
+    let doc: serde_json::Value = serde_json::from_slice(raw).map_err(|e| {
+        deny(
+            TYPE_DOCKERCONFIGJSON,
+            KEY,
+            format!(
+                "is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
     match doc.get("auths") {
         Some(serde_json::Value::Object(auths)) => {
             for (registry, entry) in auths {
@@ -126,7 +157,11 @@ fn dockerconfigjson(data: &SecretData) -> Result<(), Denial> {
             }
             Ok(())
         }
-        Some(_) => Err(deny(TYPE_DOCKERCONFIGJSON, KEY, "has \"auths\" that is not an object")),
+        Some(_) => Err(deny(
+            TYPE_DOCKERCONFIGJSON,
+            KEY,
+            "has \"auths\" that is not an object",
+        )),
         None => Err(deny(TYPE_DOCKERCONFIGJSON, KEY, "has no \"auths\" object")),
     }
 }
@@ -155,15 +190,33 @@ mod tests {
         assert!(validate(Some(TYPE_BASIC_AUTH), &data(&[("username", "u")])).is_ok());
         assert!(validate(Some(TYPE_BASIC_AUTH), &data(&[("password", "p")])).is_ok());
         let e = validate(Some(TYPE_BASIC_AUTH), &data(&[("other", "x")])).unwrap_err();
-        assert!(e.message.contains(TYPE_BASIC_AUTH) && e.message.contains("username"), "{e}");
+        assert!(
+            e.message.contains(TYPE_BASIC_AUTH) && e.message.contains("username"),
+            "{e}"
+        );
     }
 
     #[test]
     fn dockerconfigjson_needs_auths() {
         let ok = r#"{"auths":{"ghcr.io":{"auth":"dTpw"}}}"#;
-        assert!(validate(Some(TYPE_DOCKERCONFIGJSON), &data(&[(".dockerconfigjson", ok)])).is_ok());
-        for bad in [r#"{"auths": 3}"#, r#"{"x": {}}"#, "{not json s3cret", r#"{"auths":{"r":"s3cret"}}"#] {
-            let e = validate(Some(TYPE_DOCKERCONFIGJSON), &data(&[(".dockerconfigjson", bad)])).unwrap_err();
+        assert!(
+            validate(
+                Some(TYPE_DOCKERCONFIGJSON),
+                &data(&[(".dockerconfigjson", ok)])
+            )
+            .is_ok()
+        );
+        for bad in [
+            r#"{"auths": 3}"#,
+            r#"{"x": {}}"#,
+            "{not json s3cret",
+            r#"{"auths":{"r":"s3cret"}}"#,
+        ] {
+            let e = validate(
+                Some(TYPE_DOCKERCONFIGJSON),
+                &data(&[(".dockerconfigjson", bad)]),
+            )
+            .unwrap_err();
             assert!(e.message.contains(".dockerconfigjson"), "{e}");
             assert!(!e.message.contains("s3cret"), "{e}");
         }
@@ -173,9 +226,17 @@ mod tests {
     fn ssh_auth_needs_a_parseable_key() {
         let e = validate(Some(TYPE_SSH_AUTH), &data(&[])).unwrap_err();
         assert!(e.message.contains("ssh-privatekey"), "{e}");
-        let e = validate(Some(TYPE_SSH_AUTH), &data(&[("ssh-privatekey", "hunter22")])).unwrap_err();
-        assert!(e.message.contains("ssh-privatekey") && !e.message.contains("hunter22"), "{e}");
-        let garbage = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
+        let e = validate(
+            Some(TYPE_SSH_AUTH),
+            &data(&[("ssh-privatekey", "hunter22")]),
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("ssh-privatekey") && !e.message.contains("hunter22"),
+            "{e}"
+        );
+        let garbage =
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
         assert!(validate(Some(TYPE_SSH_AUTH), &data(&[("ssh-privatekey", garbage)])).is_err());
     }
 
@@ -183,7 +244,14 @@ mod tests {
     fn tls_needs_both_keys() {
         let e = validate(Some(TYPE_TLS), &data(&[("tls.key", "x")])).unwrap_err();
         assert!(e.message.contains("tls.crt"), "{e}");
-        let e = validate(Some(TYPE_TLS), &data(&[("tls.crt", "junk"), ("tls.key", "junk")])).unwrap_err();
-        assert!(e.message.contains("tls.crt") && e.message.contains(TYPE_TLS), "{e}");
+        let e = validate(
+            Some(TYPE_TLS),
+            &data(&[("tls.crt", "junk"), ("tls.key", "junk")]),
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("tls.crt") && e.message.contains(TYPE_TLS),
+            "{e}"
+        );
     }
 }

@@ -67,10 +67,15 @@ impl App {
             return plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
         }
         let deadline = query_timeout(req.uri().query());
-        let body = match Limited::new(req.into_body(), self.max_body_bytes).collect().await {
+        let body = match Limited::new(req.into_body(), self.max_body_bytes)
+            .collect()
+            .await
+        {
             Ok(collected) => collected.to_bytes(),
             Err(e) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
                     return plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
                 }
                 return plain(StatusCode::BAD_REQUEST, "could not read the request body\n");
@@ -83,7 +88,10 @@ impl App {
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(Full::new(Bytes::from(json)))
                 .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "response\n")),
-            Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "could not encode the review\n"),
+            Err(_) => plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "could not encode the review\n",
+            ),
         }
     }
 
@@ -93,14 +101,26 @@ impl App {
         encode_review(self.review_decoded(body, deadline).await)
     }
 
-    async fn review_decoded(&self, body: &[u8], deadline: Option<Duration>) -> AdmissionReview<DynamicObject> {
+    async fn review_decoded(
+        &self,
+        body: &[u8],
+        deadline: Option<Duration>,
+    ) -> AdmissionReview<DynamicObject> {
         let started = Instant::now();
         let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
             Ok(r) => r,
-            Err(e) => return self.invalid(format!("could not decode AdmissionReview: {}", short_json_error(&e))),
+            Err(e) => {
+                return self.invalid(format!(
+                    "could not decode AdmissionReview: {}",
+                    short_json_error(&e)
+                ));
+            }
         };
         if review.types.kind != "AdmissionReview"
-            || !matches!(review.types.api_version.as_str(), "admission.k8s.io/v1" | "admission.k8s.io/v1beta1")
+            || !matches!(
+                review.types.api_version.as_str(),
+                "admission.k8s.io/v1" | "admission.k8s.io/v1beta1"
+            )
         {
             return self.invalid(format!(
                 "expected kind AdmissionReview of admission.k8s.io/v1, got kind {:?} of {:?}",
@@ -126,9 +146,18 @@ impl App {
         );
         self.metrics.in_flight.inc();
         let deadline = deadline
-            .map(|d| d.saturating_sub(TIMEOUT_MARGIN).max(Duration::from_millis(100)))
-            .map_or(self.reviewer.request_deadline(), |d| d.min(self.reviewer.request_deadline()));
-        let result = self.reviewer.review_within(&request, deadline).instrument(span.clone()).await;
+            .map(|d| {
+                d.saturating_sub(TIMEOUT_MARGIN)
+                    .max(Duration::from_millis(100))
+            })
+            .map_or(self.reviewer.request_deadline(), |d| {
+                d.min(self.reviewer.request_deadline())
+            });
+        let result = self
+            .reviewer
+            .review_within(&request, deadline)
+            .instrument(span.clone())
+            .await;
         self.metrics.in_flight.dec();
         let base = AdmissionResponse::from(&request);
         let (response, outcome) = match result {
@@ -168,7 +197,9 @@ impl App {
             .reviews
             .get_or_create(&ReviewLabels { operation, outcome })
             .inc();
-        self.metrics.duration.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
         response.into_review()
     }
 
@@ -208,7 +239,10 @@ impl App {
             }
             "/metrics" => Response::builder()
                 .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")
+                .header(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
                 .body(Full::new(Bytes::from(self.metrics.encode())))
                 .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "metrics\n")),
             _ => plain(StatusCode::NOT_FOUND, "not found\n"),
@@ -222,12 +256,14 @@ impl App {
 fn encode_review(review: AdmissionReview<DynamicObject>) -> serde_json::Value {
     use base64::Engine as _;
     let mut value = serde_json::to_value(&review).unwrap_or(serde_json::Value::Null);
-    if let Some(patch) = value.pointer_mut("/response/patch") {
-        if let Some(bytes) = patch.as_array().map(|a| {
-            a.iter().filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok())).collect::<Vec<u8>>()
-        }) {
-            *patch = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
-        }
+    if let Some(patch) = value.pointer_mut("/response/patch")
+        && let Some(bytes) = patch.as_array().map(|a| {
+            a.iter()
+                .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+                .collect::<Vec<u8>>()
+        })
+    {
+        *patch = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
     }
     value
 }
@@ -243,8 +279,10 @@ fn deny(base: AdmissionResponse, denial: &Denial) -> AdmissionResponse {
 fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -259,7 +297,12 @@ fn operation_name(op: &Operation) -> &'static str {
 
 /// serde_json errors name a position and a category; keep just that.
 fn short_json_error(e: &serde_json::Error) -> String {
-    format!("{:?} error at line {}, column {}", e.classify(), e.line(), e.column())
+    format!(
+        "{:?} error at line {}, column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
 }
 
 /// The apiserver adds `?timeout=10s` (a Go duration) to webhook calls.
@@ -279,8 +322,14 @@ mod tests {
 
     #[test]
     fn timeout_query_is_read() {
-        assert_eq!(query_timeout(Some("timeout=10s")), Some(Duration::from_secs(10)));
-        assert_eq!(query_timeout(Some("a=b&timeout=2m")), Some(Duration::from_secs(120)));
+        assert_eq!(
+            query_timeout(Some("timeout=10s")),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            query_timeout(Some("a=b&timeout=2m")),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(query_timeout(Some("x=1")), None);
         assert_eq!(query_timeout(None), None);
     }

@@ -27,7 +27,12 @@ pub fn from_str_multiple<T: DeserializeOwned>(input: &str) -> Result<Vec<T>, Str
 fn describe(e: &serde_saphyr::Error) -> String {
     let text = redact_serde_error(&e.without_snippet().to_string());
     // Keep the first line only: later lines may quote the input.
-    let first = text.lines().next().unwrap_or("invalid YAML").trim().to_owned();
+    let first = text
+        .lines()
+        .next()
+        .unwrap_or("invalid YAML")
+        .trim()
+        .to_owned();
     match e.location() {
         Some(loc) if loc.line() > 0 && !first.contains("line ") => {
             format!("{first} (line {}, column {})", loc.line(), loc.column())
@@ -54,9 +59,11 @@ mod tests {
 
     #[test]
     fn errors_do_not_quote_input() {
-        let err = super::from_str::<BTreeMap<String, String>>("password: [s3cr3t-value\n").unwrap_err();
+        let err =
+            super::from_str::<BTreeMap<String, String>>("password: [s3cr3t-value\n").unwrap_err();
         assert!(!err.contains("s3cr3t"), "{err}");
-        let err = super::from_str::<BTreeMap<String, String>>("password: {a: s3cr3t-value}\n").unwrap_err();
+        let err = super::from_str::<BTreeMap<String, String>>("password: {a: s3cr3t-value}\n")
+            .unwrap_err();
         assert!(!err.contains("s3cr3t"), "{err}");
     }
 }

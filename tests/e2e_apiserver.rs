@@ -19,7 +19,9 @@ fn data(secret: &Value) -> BTreeMap<String, String> {
         .map(|m| {
             m.iter()
                 .map(|(k, v)| {
-                    let bytes = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap();
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(v.as_str().unwrap())
+                        .unwrap();
                     (k.clone(), String::from_utf8(bytes).unwrap())
                 })
                 .collect()
@@ -88,9 +90,18 @@ fn real_apiserver_stores_what_the_webhook_generates() {
     let cluster = Cluster::start();
     let certs = tempfile::tempdir().unwrap();
     make_certs(certs.path());
-    let server = Server::start(&certs.path().join("tls.crt"), &certs.path().join("tls.key"), &[], certs.path());
-    let ca = base64::engine::general_purpose::STANDARD.encode(std::fs::read(certs.path().join("ca.crt")).unwrap());
-    cluster.ok(&["apply", "-f", "-"], Some(&webhook_config(server.webhook.port(), &ca)));
+    let server = Server::start(
+        &certs.path().join("tls.crt"),
+        &certs.path().join("tls.key"),
+        &[],
+        certs.path(),
+    );
+    let ca = base64::engine::general_purpose::STANDARD
+        .encode(std::fs::read(certs.path().join("ca.crt")).unwrap());
+    cluster.ok(
+        &["apply", "-f", "-"],
+        Some(&webhook_config(server.webhook.port(), &ca)),
+    );
     cluster.ok(&["create", "namespace", "shop"], None);
 
     // The apiserver picks webhook configurations up asynchronously: wait
@@ -104,7 +115,11 @@ fn real_apiserver_stores_what_the_webhook_generates() {
             break;
         }
         cluster.ok(&["-n", "shop", "delete", "secret", "probe"], None);
-        assert!(started.elapsed() < Duration::from_secs(30), "webhook never called: {}", server.log());
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "webhook never called: {}",
+            server.log()
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 
@@ -112,41 +127,86 @@ fn real_apiserver_stores_what_the_webhook_generates() {
     cluster.ok(&["apply", "-f", "-"], Some(DB));
     let first = cluster.get_secret("shop-db");
     let values = data(&first);
-    assert_eq!(values.keys().collect::<Vec<_>>(), ["password", "url", "username"]);
+    assert_eq!(
+        values.keys().collect::<Vec<_>>(),
+        ["password", "url", "username"]
+    );
     assert_eq!(values["password"].chars().count(), 32);
     assert!(values["url"].starts_with(&format!("postgres://{}:", values["username"])));
-    assert_eq!(annotation(&first, "secret-santa.io/generated-keys"), Some("password,url,username"));
+    assert_eq!(
+        annotation(&first, "secret-santa.io/generated-keys"),
+        Some("password,url,username")
+    );
     assert!(annotation(&first, "secret-santa.io/generated-at").is_some());
 
     // kubectl apply of the same manifest again keeps them.
     cluster.ok(&["apply", "-f", "-"], Some(DB));
-    assert!(data(&cluster.get_secret("shop-db")) == values, "re-apply must not change values");
+    assert!(
+        data(&cluster.get_secret("shop-db")) == values,
+        "re-apply must not change values"
+    );
 
     // kubectl replace with the bare manifest: the webhook restores them.
     cluster.ok(&["replace", "-f", "-"], Some(DB));
     let replaced = cluster.get_secret("shop-db");
-    assert!(data(&replaced) == values, "replace must restore the generated values");
-    assert_eq!(annotation(&replaced, "secret-santa.io/generated-keys"), Some("password,url,username"));
+    assert!(
+        data(&replaced) == values,
+        "replace must restore the generated values"
+    );
+    assert_eq!(
+        annotation(&replaced, "secret-santa.io/generated-keys"),
+        Some("password,url,username")
+    );
 
     // Explicit regeneration of one key.
-    cluster.ok(&["-n", "shop", "annotate", "secret", "shop-db", "secret-santa.io/regenerate=password"], None);
+    cluster.ok(
+        &[
+            "-n",
+            "shop",
+            "annotate",
+            "secret",
+            "shop-db",
+            "secret-santa.io/regenerate=password",
+        ],
+        None,
+    );
     let regenerated = cluster.get_secret("shop-db");
     let after = data(&regenerated);
-    assert!(after["password"] != values["password"], "password regenerated");
+    assert!(
+        after["password"] != values["password"],
+        "password regenerated"
+    );
     assert!(after["username"] == values["username"], "username kept");
     assert!(annotation(&regenerated, "secret-santa.io/regenerate").is_none());
 
     // Server-side dry run: previewed, warned, not stored.
     let dry = DB.replace("name: shop-db", "name: preview");
-    let out = cluster.kubectl(&["create", "--dry-run=server", "-o", "json", "-f", "-"], Some(&dry));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cluster.kubectl(
+        &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+        Some(&dry),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let previewed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(data(&previewed).len(), 3);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("dry run"), "warning shown to the user");
-    assert!(!cluster.kubectl(&["-n", "shop", "get", "secret", "preview"], None).status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("dry run"),
+        "warning shown to the user"
+    );
+    assert!(
+        !cluster
+            .kubectl(&["-n", "shop", "get", "secret", "preview"], None)
+            .status
+            .success()
+    );
 
     // A broken annotation is refused with our message.
-    let broken = DB.replace("name: shop-db", "name: broken").replace("type: random_password", "type: random_pasword");
+    let broken = DB
+        .replace("name: shop-db", "name: broken")
+        .replace("type: random_password", "type: random_pasword");
     let out = cluster.kubectl(&["create", "-f", "-"], Some(&broken));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -156,7 +216,9 @@ fn real_apiserver_stores_what_the_webhook_generates() {
     );
 
     // An unlabelled Secret is untouched (the objectSelector never sends it).
-    let plain = DB.replace("name: shop-db", "name: plain").replace("secret-santa.io/enabled: \"true\"", "app: shop");
+    let plain = DB
+        .replace("name: shop-db", "name: plain")
+        .replace("secret-santa.io/enabled: \"true\"", "app: shop");
     cluster.ok(&["create", "-f", "-"], Some(&plain));
     let untouched = cluster.get_secret("plain");
     assert!(data(&untouched).is_empty());
@@ -166,6 +228,11 @@ fn real_apiserver_stores_what_the_webhook_generates() {
     let generated = DB.replace("  name: shop-db", "  generateName: db-");
     let out = cluster.ok(&["create", "-o", "json", "-f", "-"], Some(&generated));
     let created: Value = serde_json::from_str(&out).unwrap();
-    assert!(created["metadata"]["name"].as_str().unwrap().starts_with("db-"));
+    assert!(
+        created["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("db-")
+    );
     assert_eq!(data(&created).len(), 3);
 }

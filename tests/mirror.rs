@@ -47,9 +47,15 @@ struct World {
 impl World {
     fn new() -> World {
         let config = AdminConfig::parse(CONFIG).unwrap();
-        let stores: BTreeMap<String, Arc<MemoryStore>> =
-            config.stores.iter().map(|s| (s.name.clone(), Arc::new(MemoryStore::new()))).collect();
-        let clients: BTreeMap<String, DynStore> = stores.iter().map(|(k, v)| (k.clone(), v.clone() as DynStore)).collect();
+        let stores: BTreeMap<String, Arc<MemoryStore>> = config
+            .stores
+            .iter()
+            .map(|s| (s.name.clone(), Arc::new(MemoryStore::new())))
+            .collect();
+        let clients: BTreeMap<String, DynStore> = stores
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone() as DynStore))
+            .collect();
         let stores_built = Stores::with_clients(&config, clients).unwrap();
         World {
             app: App::new(Reviewer::new(config, stores_built), 3 * 1024 * 1024),
@@ -62,7 +68,9 @@ impl World {
     }
 
     async fn send(&self, review: &Value) -> Value {
-        self.app.review_bytes(&serde_json::to_vec(review).unwrap(), None).await
+        self.app
+            .review_bytes(&serde_json::to_vec(review).unwrap(), None)
+            .await
     }
 
     async fn create(&self, doc: &Value) -> (Value, Value) {
@@ -81,7 +89,9 @@ fn mirrored(mirror: &str) -> Value {
 }
 
 fn stored_json(store: &MemoryStore, name: &str) -> BTreeMap<String, String> {
-    let entry = store.get(name).unwrap_or_else(|| panic!("{name} is in the store"));
+    let entry = store
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} is in the store"));
     serde_json::from_slice(entry.payload.expose()).unwrap()
 }
 
@@ -99,7 +109,10 @@ async fn fresh_create_writes_the_same_values_with_ownership_tags() {
     assert_eq!(tags["secret-santa-namespace"], "shop");
     assert_eq!(tags["secret-santa-name"], "db");
     assert_eq!(tags["secret-santa-managed-by"], "secret-santa");
-    assert_eq!(annotations_of(&secret)["secret-santa.io/mirrored-to"], "main");
+    assert_eq!(
+        annotations_of(&secret)["secret-santa.io/mirrored-to"],
+        "main"
+    );
 }
 
 #[tokio::test]
@@ -111,7 +124,10 @@ async fn a_retried_create_converges_on_the_stored_value() {
     // The apiserver retries (or the Secret was deleted and re-created).
     let (a2, r2) = w.create(&doc).await;
     assert!(allowed(&a2), "{a2}");
-    assert!(data_of(&as_secret(&r1)) == data_of(&as_secret(&r2)), "retry reuses the stored values");
+    assert!(
+        data_of(&as_secret(&r1)) == data_of(&as_secret(&r2)),
+        "retry reuses the stored values"
+    );
     assert_eq!(w.store("main").writes(), 1, "no second write");
     assert_eq!(w.store("second").writes(), 1);
 }
@@ -119,13 +135,20 @@ async fn a_retried_create_converges_on_the_stored_value() {
 #[tokio::test]
 async fn an_unowned_entry_is_refused_unless_adoption_is_allowed() {
     let w = World::new();
-    w.store("main").seed("k8s/shop/db", b"{\"password\":\"theirs\"}", BTreeMap::new());
+    w.store("main")
+        .seed("k8s/shop/db", b"{\"password\":\"theirs\"}", BTreeMap::new());
     let (answer, _) = w.create(&mirrored("- store: main\n")).await;
     assert!(!allowed(&answer));
     let msg = message(&answer);
-    assert!(msg.contains("\"main\"") && msg.contains("already exists") && msg.contains("adoption"), "{msg}");
+    assert!(
+        msg.contains("\"main\"") && msg.contains("already exists") && msg.contains("adoption"),
+        "{msg}"
+    );
     assert!(!msg.contains("theirs"));
-    assert_eq!(stored_json(w.store("main"), "k8s/shop/db")["password"], "theirs");
+    assert_eq!(
+        stored_json(w.store("main"), "k8s/shop/db")["password"],
+        "theirs"
+    );
 
     // Owned by another Secret: named in the message.
     let mut other = secret_santa::store::Ownership {
@@ -138,14 +161,22 @@ async fn an_unowned_entry_is_refused_unless_adoption_is_allowed() {
     other.insert("x".into(), "y".into());
     w.store("second").seed("shop/db", b"{}", other);
     let (answer, _) = w.create(&mirrored("- store: second\n")).await;
-    assert!(message(&answer).contains("shop/someone-else"), "{}", message(&answer));
+    assert!(
+        message(&answer).contains("shop/someone-else"),
+        "{}",
+        message(&answer)
+    );
 
     // Adoption allowed: overwritten with our values and our tags.
-    w.store("adopting").seed("shop/db", b"{\"password\":\"theirs\"}", BTreeMap::new());
+    w.store("adopting")
+        .seed("shop/db", b"{\"password\":\"theirs\"}", BTreeMap::new());
     let (answer, result) = w.create(&mirrored("- store: adopting\n")).await;
     assert!(allowed(&answer), "{answer}");
     assert!(stored_json(w.store("adopting"), "shop/db") == data_of(&as_secret(&result)));
-    assert_eq!(w.store("adopting").get("shop/db").unwrap().tags["secret-santa-name"], "db");
+    assert_eq!(
+        w.store("adopting").get("shop/db").unwrap().tags["secret-santa-name"],
+        "db"
+    );
 }
 
 #[tokio::test]
@@ -155,19 +186,34 @@ async fn a_store_that_is_down_or_slow_is_denied_within_its_deadline() {
     let (answer, _) = w.create(&mirrored("- store: main\n")).await;
     assert!(!allowed(&answer));
     let msg = message(&answer);
-    assert!(msg.contains("\"main\"") && msg.contains("not reachable"), "{msg}");
+    assert!(
+        msg.contains("\"main\"") && msg.contains("not reachable"),
+        "{msg}"
+    );
     w.store("main").set_down(false);
 
     w.store("main").set_delay(Some(Duration::from_secs(5)));
     let started = Instant::now();
     let (answer, _) = w.create(&mirrored("- store: main\n")).await;
-    assert!(started.elapsed() < Duration::from_secs(2), "the store's 500ms deadline applies");
-    assert!(message(&answer).contains("no answer within 500 ms"), "{}", message(&answer));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the store's 500ms deadline applies"
+    );
+    assert!(
+        message(&answer).contains("no answer within 500 ms"),
+        "{}",
+        message(&answer)
+    );
 
     w.store("main").set_delay(None);
-    w.store("main").fail_next(StoreError::Throttled("rate exceeded".into()));
+    w.store("main")
+        .fail_next(StoreError::Throttled("rate exceeded".into()));
     let (answer, _) = w.create(&mirrored("- store: main\n")).await;
-    assert!(message(&answer).contains("throttled"), "{}", message(&answer));
+    assert!(
+        message(&answer).contains("throttled"),
+        "{}",
+        message(&answer)
+    );
     // And the next try goes through.
     let (answer, _) = w.create(&mirrored("- store: main\n")).await;
     assert!(allowed(&answer));
@@ -182,7 +228,11 @@ async fn dry_run_touches_no_store() {
     assert!(w.store("main").is_empty());
     assert!(warnings(&answer).iter().any(|w| w.contains("not written")));
     // ...but the admin config is still enforced.
-    let doc = SecretDoc::new("db").labelled().autogenerate("p").annotate("secret-santa.io/mirror", "- store: nope\n").value();
+    let doc = SecretDoc::new("db")
+        .labelled()
+        .autogenerate("p")
+        .annotate("secret-santa.io/mirror", "- store: nope\n")
+        .value();
     let answer = w.send(&review("CREATE", Some(&doc), None, true)).await;
     assert!(!allowed(&answer));
 }
@@ -191,7 +241,8 @@ async fn dry_run_touches_no_store() {
 async fn a_failed_second_destination_then_a_retry_converges_everywhere() {
     let w = World::new();
     let doc = mirrored("- store: main\n- store: second\n");
-    w.store("second").fail_next_write(StoreError::Unavailable("503 Service Unavailable".into()));
+    w.store("second")
+        .fail_next_write(StoreError::Unavailable("503 Service Unavailable".into()));
     let (answer, _) = w.create(&doc).await;
     assert!(!allowed(&answer));
     assert!(message(&answer).contains("\"second\""));
@@ -200,8 +251,14 @@ async fn a_failed_second_destination_then_a_retry_converges_everywhere() {
     let (answer, result) = w.create(&doc).await;
     assert!(allowed(&answer), "{answer}");
     let data = data_of(&as_secret(&result));
-    assert!(data == first_try, "the retry reuses what the first store holds");
-    assert!(stored_json(w.store("second"), "shop/db") == first_try, "and writes it to the second");
+    assert!(
+        data == first_try,
+        "the retry reuses what the first store holds"
+    );
+    assert!(
+        stored_json(w.store("second"), "shop/db") == first_try,
+        "and writes it to the second"
+    );
 }
 
 #[tokio::test]
@@ -213,36 +270,76 @@ async fn tenants_reach_only_what_the_admin_allows() {
     req["request"]["namespace"] = json!("billing");
     let answer = w.send(&req).await;
     assert!(!allowed(&answer));
-    assert!(message(&answer).contains("not available to namespace \"billing\""), "{}", message(&answer));
+    assert!(
+        message(&answer).contains("not available to namespace \"billing\""),
+        "{}",
+        message(&answer)
+    );
 
-    let (answer, _) = w.create(&mirrored("- store: main\n  key: other-team/db\n")).await;
-    assert!(message(&answer).contains("must start with \"shop/\""), "{}", message(&answer));
-    let (answer, _) = w.create(&mirrored("- store: main\n  key: shop/../x\n")).await;
+    let (answer, _) = w
+        .create(&mirrored("- store: main\n  key: other-team/db\n"))
+        .await;
+    assert!(
+        message(&answer).contains("must start with \"shop/\""),
+        "{}",
+        message(&answer)
+    );
+    let (answer, _) = w
+        .create(&mirrored("- store: main\n  key: shop/../x\n"))
+        .await;
     assert!(!allowed(&answer));
-    let (answer, _) = w.create(&mirrored("- store: main\n  description: mine\n")).await;
+    let (answer, _) = w
+        .create(&mirrored("- store: main\n  description: mine\n"))
+        .await;
     assert!(message(&answer).contains("does not allow setting description"));
     // A store that allows any key and overrides.
-    let (answer, _) = w.create(&mirrored("- store: open\n  key: shared/db\n  description: mine\n  tags: {team: pay}\n")).await;
+    let (answer, _) = w
+        .create(&mirrored(
+            "- store: open\n  key: shared/db\n  description: mine\n  tags: {team: pay}\n",
+        ))
+        .await;
     assert!(allowed(&answer), "{answer}");
-    assert_eq!(w.store("open").get("shared/db").unwrap().tags["team"], "pay");
+    assert_eq!(
+        w.store("open").get("shared/db").unwrap().tags["team"],
+        "pay"
+    );
 }
 
 #[tokio::test]
 async fn formats_value_and_dotenv() {
     let w = World::new();
-    let doc = mirrored("- store: main\n  format: value\n  keys: [token]\n- store: second\n  format: dotenv\n");
+    let doc = mirrored(
+        "- store: main\n  format: value\n  keys: [token]\n- store: second\n  format: dotenv\n",
+    );
     let (answer, result) = w.create(&doc).await;
     assert!(allowed(&answer), "{answer}");
     let data = data_of(&as_secret(&result));
     let raw = w.store("main").get("k8s/shop/db").unwrap();
     assert!(raw.payload.expose() == data["token"].as_bytes());
-    let dotenv = String::from_utf8(w.store("second").get("shop/db").unwrap().payload.expose().to_vec()).unwrap();
-    assert!(dotenv == format!("PASSWORD={}\nTOKEN={}\n", serde_json::to_string(&data["password"]).unwrap(), serde_json::to_string(&data["token"]).unwrap()));
+    let dotenv = String::from_utf8(
+        w.store("second")
+            .get("shop/db")
+            .unwrap()
+            .payload
+            .expose()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        dotenv
+            == format!(
+                "PASSWORD={}\nTOKEN={}\n",
+                serde_json::to_string(&data["password"]).unwrap(),
+                serde_json::to_string(&data["token"]).unwrap()
+            )
+    );
     // A retry reads both formats back.
     let (_, again) = w.create(&doc).await;
     assert!(data_of(&as_secret(&again)) == data);
 
-    let (answer, _) = w.create(&mirrored("- store: main\n  format: value\n")).await;
+    let (answer, _) = w
+        .create(&mirrored("- store: main\n  format: value\n"))
+        .await;
     assert!(message(&answer).contains("exactly one key"));
 }
 
@@ -261,7 +358,10 @@ async fn regenerate_writes_a_new_version() {
     assert!(remote == after, "store follows the regenerated Secret");
     assert!(remote["password"] != before["password"]);
     assert!(remote["token"] == before["token"]);
-    assert_ne!(w.store("main").get("k8s/shop/db").unwrap().version, version_before);
+    assert_ne!(
+        w.store("main").get("k8s/shop/db").unwrap().version,
+        version_before
+    );
 }
 
 #[tokio::test]
@@ -288,7 +388,11 @@ async fn generate_name_secrets_cannot_be_mirrored() {
         .annotate("secret-santa.io/mirror", "- store: main\n")
         .value();
     let (answer, _) = w.create(&doc).await;
-    assert!(message(&answer).contains("metadata.name"), "{}", message(&answer));
+    assert!(
+        message(&answer).contains("metadata.name"),
+        "{}",
+        message(&answer)
+    );
 }
 
 #[tokio::test]

@@ -14,17 +14,29 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn opted_in_review() -> serde_json::Value {
-    create(&SecretDoc::new("api").labelled().autogenerate("password, api-token").value())
+    create(
+        &SecretDoc::new("api")
+            .labelled()
+            .autogenerate("password, api-token")
+            .value(),
+    )
 }
 
 #[tokio::test]
 async fn serves_reviews_over_verified_tls() {
     let dir = tempfile::tempdir().unwrap();
     make_certs(dir.path());
-    let server = Server::start(&dir.path().join("tls.crt"), &dir.path().join("tls.key"), &[], dir.path());
+    let server = Server::start(
+        &dir.path().join("tls.crt"),
+        &dir.path().join("tls.key"),
+        &[],
+        dir.path(),
+    );
     assert_eq!(server.admin_get("/readyz").await, (200, "ok\n".into()));
 
-    let mut client = Client::connect(server.webhook, &dir.path().join("ca.crt")).await.unwrap();
+    let mut client = Client::connect(server.webhook, &dir.path().join("ca.crt"))
+        .await
+        .unwrap();
     // Several reviews on one keep-alive connection.
     for _ in 0..5 {
         let review = opted_in_review();
@@ -44,11 +56,18 @@ async fn serves_reviews_over_verified_tls() {
         assert!(allowed(&answer));
     }
     let (_, metrics) = server.admin_get("/metrics").await;
-    assert!(metrics.contains("secret_santa_reviews_total{operation=\"CREATE\",outcome=\"patched\"} 5"), "{metrics}");
+    assert!(
+        metrics.contains("secret_santa_reviews_total{operation=\"CREATE\",outcome=\"patched\"} 5"),
+        "{metrics}"
+    );
     // A client that does not trust our CA cannot talk to us.
     let other = tempfile::tempdir().unwrap();
     make_certs(other.path());
-    assert!(tls_connect(server.webhook, &other.path().join("ca.crt")).await.is_err());
+    assert!(
+        tls_connect(server.webhook, &other.path().join("ca.crt"))
+            .await
+            .is_err()
+    );
     // Values never reach the log.
     let log = server.log();
     assert!(log.contains("allowed"), "{log}");
@@ -62,9 +81,21 @@ fn a_bad_certificate_fails_the_start_with_a_clear_message() {
     make_certs(other.path());
     std::fs::write(dir.path().join("garbage.crt"), "not a certificate").unwrap();
     let cases: [(&Path, &Path, &str); 3] = [
-        (&dir.path().join("garbage.crt"), &dir.path().join("tls.key"), "garbage.crt"),
-        (&dir.path().join("tls.crt"), &other.path().join("tls.key"), "do not belong together"),
-        (&dir.path().join("missing.crt"), &dir.path().join("tls.key"), "missing.crt"),
+        (
+            &dir.path().join("garbage.crt"),
+            &dir.path().join("tls.key"),
+            "garbage.crt",
+        ),
+        (
+            &dir.path().join("tls.crt"),
+            &other.path().join("tls.key"),
+            "do not belong together",
+        ),
+        (
+            &dir.path().join("missing.crt"),
+            &dir.path().join("tls.key"),
+            "missing.crt",
+        ),
     ];
     for (cert, key, expected) in cases {
         let out = std::process::Command::new(binary())
@@ -79,7 +110,10 @@ fn a_bad_certificate_fails_the_start_with_a_clear_message() {
         assert_eq!(out.status.code(), Some(1));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expected), "{stderr}");
-        assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"), "must not bind");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("listening"),
+            "must not bind"
+        );
     }
 }
 
@@ -106,14 +140,23 @@ fn kubelet_layout(mount: &Path, source: &Path, version: &str) {
 #[tokio::test]
 async fn certificate_rotation_through_a_kubelet_symlink_swap_loses_no_request() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b, mount) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("mount"));
+    let (a, b, mount) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("mount"),
+    );
     for d in [&a, &b, &mount] {
         std::fs::create_dir_all(d).unwrap();
     }
     make_certs(&a);
     make_certs(&b);
     kubelet_layout(&mount, &a, "2026_12_01");
-    let server = Server::start(&mount.join("tls.crt"), &mount.join("tls.key"), &[], dir.path());
+    let server = Server::start(
+        &mount.join("tls.crt"),
+        &mount.join("tls.key"),
+        &[],
+        dir.path(),
+    );
 
     // Load on keep-alive connections (and fresh ones) for the whole rotation.
     let stop = Arc::new(AtomicBool::new(false));
@@ -121,7 +164,8 @@ async fn certificate_rotation_through_a_kubelet_symlink_swap_loses_no_request() 
     let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut workers = Vec::new();
     for _ in 0..4 {
-        let (stop, ok, failures, ca) = (stop.clone(), ok.clone(), failures.clone(), a.join("ca.crt"));
+        let (stop, ok, failures, ca) =
+            (stop.clone(), ok.clone(), failures.clone(), a.join("ca.crt"));
         let addr = server.webhook;
         workers.push(tokio::spawn(async move {
             let mut client = Client::connect(addr, &ca).await.unwrap();
@@ -146,33 +190,67 @@ async fn certificate_rotation_through_a_kubelet_symlink_swap_loses_no_request() 
             assert_eq!(status, 200);
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "new certificate not served: {}", server.log());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "new certificate not served: {}",
+            server.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(tls_connect(server.webhook, &a.join("ca.crt")).await.is_err(), "old certificate still served");
+    assert!(
+        tls_connect(server.webhook, &a.join("ca.crt"))
+            .await
+            .is_err(),
+        "old certificate still served"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::SeqCst);
     for w in workers {
         w.await.unwrap();
     }
-    assert!(failures.lock().unwrap().is_empty(), "{:?}", failures.lock().unwrap());
-    assert!(ok.load(Ordering::SeqCst) > 20, "load ran: {}", ok.load(Ordering::SeqCst));
+    assert!(
+        failures.lock().unwrap().is_empty(),
+        "{:?}",
+        failures.lock().unwrap()
+    );
+    assert!(
+        ok.load(Ordering::SeqCst) > 20,
+        "load ran: {}",
+        ok.load(Ordering::SeqCst)
+    );
 
     // A broken rotation (half-written file) keeps the current certificate.
-    std::fs::write(mount.join("..2026_12_02").join("tls.crt"), "-----BEGIN CERTIFICATE-----\ngarbage").unwrap();
+    std::fs::write(
+        mount.join("..2026_12_02").join("tls.crt"),
+        "-----BEGIN CERTIFICATE-----\ngarbage",
+    )
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let mut c = Client::connect(server.webhook, &b.join("ca.crt")).await.unwrap();
+    let mut c = Client::connect(server.webhook, &b.join("ca.crt"))
+        .await
+        .unwrap();
     assert_eq!(c.post_review(&opted_in_review()).await.unwrap().0, 200);
     let (_, metrics) = server.admin_get("/metrics").await;
-    assert!(metrics.contains("secret_santa_certificate_reloads_total{outcome=\"success\"} 1"), "{metrics}");
-    assert!(metrics.contains("secret_santa_certificate_reloads_total{outcome=\"error\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("secret_santa_certificate_reloads_total{outcome=\"success\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("secret_santa_certificate_reloads_total{outcome=\"error\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
 async fn sigterm_drains_an_in_flight_review_then_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     make_certs(dir.path());
-    let mut server = Server::start(&dir.path().join("tls.crt"), &dir.path().join("tls.key"), &[], dir.path());
+    let mut server = Server::start(
+        &dir.path().join("tls.crt"),
+        &dir.path().join("tls.key"),
+        &[],
+        dir.path(),
+    );
     let ca = dir.path().join("ca.crt");
 
     // Start a request and send only half its body.
@@ -191,7 +269,10 @@ async fn sigterm_drains_an_in_flight_review_then_exits_zero() {
     server.terminate();
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Not ready any more, and no new connections are accepted.
-    assert!(tls_connect(server.webhook, &ca).await.is_err(), "listener closed after SIGTERM");
+    assert!(
+        tls_connect(server.webhook, &ca).await.is_err(),
+        "listener closed after SIGTERM"
+    );
 
     // The in-flight review still completes.
     tls.write_all(&body[half..]).await.unwrap();
@@ -226,7 +307,12 @@ async fn sigterm_drains_an_in_flight_review_then_exits_zero() {
     let answer: serde_json::Value = serde_json::from_slice(&buf[pos + 4..]).unwrap();
     assert!(allowed(&answer) && has_patch(&answer));
 
-    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0), "{}", server.log());
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        server.log()
+    );
     assert!(server.log().contains("drained"), "{}", server.log());
 }
 
@@ -240,15 +326,24 @@ async fn the_admin_config_is_reloaded_without_a_restart() {
     make_certs(dir.path());
     let config = dir.path().join("config.yaml");
     let write = |namespaces: &str| {
-        let text = format!("clusterId: e2e\nstores:\n  - name: vault\n    type: memory\n    namespaces: [{namespaces}]\n");
+        let text = format!(
+            "clusterId: e2e\nstores:\n  - name: vault\n    type: memory\n    namespaces: [{namespaces}]\n"
+        );
         let tmp = dir.path().join("config.tmp");
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, &config).unwrap();
     };
     write("\"billing\"");
     let config_arg = config.to_str().unwrap().to_owned();
-    let server = Server::start(&dir.path().join("tls.crt"), &dir.path().join("tls.key"), &["--config", &config_arg], dir.path());
-    let mut client = Client::connect(server.webhook, &dir.path().join("ca.crt")).await.unwrap();
+    let server = Server::start(
+        &dir.path().join("tls.crt"),
+        &dir.path().join("tls.key"),
+        &["--config", &config_arg],
+        dir.path(),
+    );
+    let mut client = Client::connect(server.webhook, &dir.path().join("ca.crt"))
+        .await
+        .unwrap();
     let review = || {
         create(
             &SecretDoc::new("api")
@@ -259,7 +354,10 @@ async fn the_admin_config_is_reloaded_without_a_restart() {
         )
     };
     let (_, answer) = client.post_review(&review()).await.unwrap();
-    assert!(message(&answer).contains("not available to namespace \"shop\""), "{answer}");
+    assert!(
+        message(&answer).contains("not available to namespace \"shop\""),
+        "{answer}"
+    );
 
     write("\"shop\", \"billing\"");
     let started = Instant::now();
@@ -269,7 +367,11 @@ async fn the_admin_config_is_reloaded_without_a_restart() {
         if allowed(&answer) {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "config not reloaded: {}", server.log());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "config not reloaded: {}",
+            server.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A broken config is ignored: the current one stays.
@@ -278,6 +380,9 @@ async fn the_admin_config_is_reloaded_without_a_restart() {
     let (_, answer) = client.post_review(&review()).await.unwrap();
     assert!(allowed(&answer), "{answer}");
     let (_, metrics) = server.admin_get("/metrics").await;
-    assert!(metrics.contains("secret_santa_config_reloads_total{outcome=\"error\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("secret_santa_config_reloads_total{outcome=\"error\"} 1"),
+        "{metrics}"
+    );
     assert!(server.log().contains("storez"), "the reason is logged");
 }

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use base64::Engine as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -35,8 +36,14 @@ pub fn generate(dns: &[String], ips: &[IpAddr], days: u32) -> Result<Bundle, rcg
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.distinguished_name.push(DnType::CommonName, "secret-santa webhook CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "secret-santa webhook CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     ca_params.not_before = now - Duration::hours(1);
     ca_params.not_after = now + Duration::days(i64::from(days) * 10);
     let ca_cert = ca_params.self_signed(&ca_key)?;
@@ -47,9 +54,15 @@ pub fn generate(dns: &[String], ips: &[IpAddr], days: u32) -> Result<Bundle, rcg
     for ip in ips {
         leaf.subject_alt_names.push(SanType::IpAddress(*ip));
     }
-    let cn = dns.first().cloned().unwrap_or_else(|| "secret-santa".into());
+    let cn = dns
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "secret-santa".into());
     leaf.distinguished_name.push(DnType::CommonName, cn);
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    leaf.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf.not_before = now - Duration::hours(1);
     leaf.not_after = now + Duration::days(i64::from(days));
@@ -79,7 +92,10 @@ pub fn run(args: &CertsArgs) -> anyhow::Result<ExitCode> {
         dns.join(", "),
         args.ips.len()
     );
-    println!("{}", base64::engine::general_purpose::STANDARD.encode(bundle.ca_pem.as_bytes()));
+    println!(
+        "{}",
+        base64::engine::general_purpose::STANDARD.encode(bundle.ca_pem.as_bytes())
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -51,15 +51,26 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
             checked += 1;
-            let name = doc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("<generateName>");
+            let name = doc
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("<generateName>");
             for problem in check_secret(doc, config.as_ref()) {
-                println!("{}: document {} (Secret {name}): {problem}", path.display(), i + 1);
+                println!(
+                    "{}: document {} (Secret {name}): {problem}",
+                    path.display(),
+                    i + 1
+                );
                 problems += 1;
             }
         }
     }
     eprintln!("checked {checked} Secret(s): {problems} problem(s)");
-    Ok(if problems == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if problems == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Every problem found in one Secret manifest.
@@ -93,17 +104,20 @@ pub fn check_secret(doc: &Value, config: Option<&AdminConfig>) -> Vec<String> {
             return problems;
         }
     };
-    let limits = config.map(|c| c.limits.generator_limits()).unwrap_or_default();
+    let limits = config
+        .map(|c| c.limits.generator_limits())
+        .unwrap_or_default();
     for g in &spec.generators {
         let templated = has_template_strings(&g.config);
         if let Err(e) = g.entry.check(&g.config, &limits, !templated) {
-            problems.push(crate::denial::Denial::generator(g.name.as_str(), g.type_name(), e).message);
+            problems
+                .push(crate::denial::Denial::generator(g.name.as_str(), g.type_name(), e).message);
         }
     }
-    if let Some(t) = &spec.template {
-        if let Err(e) = crate::render::check_syntax(t) {
-            problems.push(format!("annotation {}: {e}", spec::ANN_TEMPLATE));
-        }
+    if let Some(t) = &spec.template
+        && let Err(e) = crate::render::check_syntax(t)
+    {
+        problems.push(format!("annotation {}: {e}", spec::ANN_TEMPLATE));
     }
     if let Some(config) = config {
         for m in &spec.mirror {

@@ -15,7 +15,9 @@ pub async fn run(args: MutateArgs) -> anyhow::Result<ExitCode> {
         Some(path) => AdminConfig::load(path).map_err(anyhow::Error::msg)?,
         None => AdminConfig::default(),
     };
-    let reviewer = Reviewer::from_config(config).await.map_err(anyhow::Error::msg)?;
+    let reviewer = Reviewer::from_config(config)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let mut out_docs = Vec::new();
     let mut failed = false;
     for path in &args.files {
@@ -58,12 +60,23 @@ pub async fn run(args: MutateArgs) -> anyhow::Result<ExitCode> {
         stdout.push_str(&crate::yaml::to_string(doc).map_err(anyhow::Error::msg)?);
     }
     print!("{stdout}");
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Builds the AdmissionRequest the apiserver would send for `kubectl create`.
-pub fn create_request(object: &Value, namespace: &str, dry_run: bool) -> Result<AdmissionRequest<DynamicObject>, String> {
-    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+pub fn create_request(
+    object: &Value,
+    namespace: &str,
+    dry_run: bool,
+) -> Result<AdmissionRequest<DynamicObject>, String> {
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let review = json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
@@ -88,7 +101,11 @@ pub fn create_request(object: &Value, namespace: &str, dry_run: bool) -> Result<
     review.try_into().map_err(|_| "no request".to_owned())
 }
 
-async fn mutate_one(reviewer: &Reviewer, mut doc: Value, args: &MutateArgs) -> Result<(Value, Vec<String>), String> {
+async fn mutate_one(
+    reviewer: &Reviewer,
+    mut doc: Value,
+    args: &MutateArgs,
+) -> Result<(Value, Vec<String>), String> {
     let is_secret = doc.get("kind").and_then(Value::as_str) == Some("Secret")
         && doc.get("apiVersion").and_then(Value::as_str) == Some("v1");
     if !is_secret {
@@ -111,10 +128,13 @@ async fn mutate_one(reviewer: &Reviewer, mut doc: Value, args: &MutateArgs) -> R
         warnings.retain(|w| !w.contains("dry run"));
     }
     if let Some(patch) = patch {
-        json_patch::patch(&mut doc, &patch).map_err(|e| format!("internal error: patch does not apply: {e}"))?;
+        json_patch::patch(&mut doc, &patch)
+            .map_err(|e| format!("internal error: patch does not apply: {e}"))?;
     }
-    if !args.reveal {
-        if let Some(Value::Object(data)) = doc.get_mut("data") {
+    if !args.reveal
+        && let Some(Value::Object(data)) = doc.get_mut("data")
+    {
+        {
             for key in &generated_keys {
                 if let Some(v) = data.get_mut(key) {
                     let len = v

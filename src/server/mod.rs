@@ -32,18 +32,26 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     // Certificates first: a bad certificate fails the start, before any bind.
     let (resolver, files, digest) = if args.self_signed {
-        let bundle = crate::cli::certs::generate(&["localhost".to_owned()], &[std::net::IpAddr::from([127, 0, 0, 1])], 30)
-            .context("generating the self-signed certificate")?;
+        let bundle = crate::cli::certs::generate(
+            &["localhost".to_owned()],
+            &[std::net::IpAddr::from([127, 0, 0, 1])],
+            30,
+        )
+        .context("generating the self-signed certificate")?;
         let key = tls::certified_key_from_pem(
             bundle.cert_pem.as_bytes(),
             bundle.key_pem.as_bytes(),
             "self-signed".as_ref(),
             "self-signed".as_ref(),
         )?;
-        println!("# --self-signed: trust this CA (caBundle = base64 of it)\n{}", bundle.ca_pem);
+        println!(
+            "# --self-signed: trust this CA (caBundle = base64 of it)\n{}",
+            bundle.ca_pem
+        );
         (ReloadingResolver::new(key), None, [0u8; 32])
     } else {
-        let (Some(cert), Some(key)) = (args.tls_cert_file.clone(), args.tls_key_file.clone()) else {
+        let (Some(cert), Some(key)) = (args.tls_cert_file.clone(), args.tls_key_file.clone())
+        else {
             anyhow::bail!("--tls-cert-file and --tls-key-file are required (or --self-signed)");
         };
         let files = CertFiles { cert, key };
@@ -52,7 +60,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let tls_config = tls::server_config(resolver.clone())?;
 
-    let reviewer = Reviewer::from_config(config).await.map_err(anyhow::Error::msg)?;
+    let reviewer = Reviewer::from_config(config)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let app = App::new(reviewer, args.max_body_bytes);
     let listener = TcpListener::bind(args.listen)
         .await
@@ -64,7 +74,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let admin_addr = admin.local_addr()?;
 
     if let Some(files) = files {
-        tokio::spawn(tls::watch(files, resolver, digest, args.cert_reload_interval, app.clone()));
+        tokio::spawn(tls::watch(
+            files,
+            resolver,
+            digest,
+            args.cert_reload_interval,
+            app.clone(),
+        ));
     }
     if let Some(path) = args.config.clone() {
         tokio::spawn(watch_config(path, args.cert_reload_interval, app.clone()));
@@ -75,7 +91,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // A machine-readable line for scripts and tests that bind port 0.
     println!("listening webhook={webhook_addr} admin={admin_addr}");
 
-    run_webhook(listener, TlsAcceptor::from(tls_config), app.clone(), shutdown_signal(), args.shutdown_grace).await;
+    run_webhook(
+        listener,
+        TlsAcceptor::from(tls_config),
+        app.clone(),
+        shutdown_signal(),
+        args.shutdown_grace,
+    )
+    .await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -84,7 +107,10 @@ async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}
@@ -163,7 +189,10 @@ pub async fn run_webhook(
     }
     app.set_ready(false);
     drop(listener);
-    tracing::info!(connections = graceful.count(), "shutting down: draining in-flight reviews");
+    tracing::info!(
+        connections = graceful.count(),
+        "shutting down: draining in-flight reviews"
+    );
     match tokio::time::timeout(grace, graceful.shutdown()).await {
         Ok(()) => tracing::info!("drained"),
         Err(_) => tracing::warn!("drain grace period over; closing remaining connections"),
@@ -195,11 +224,17 @@ async fn watch_config(path: std::path::PathBuf, interval: Duration, app: Arc<App
         match loaded {
             Ok((config, stores)) => {
                 app.reviewer.replace(config, stores);
-                app.metrics.config_reloads.get_or_create(&OutcomeLabels { outcome: "success" }).inc();
+                app.metrics
+                    .config_reloads
+                    .get_or_create(&OutcomeLabels { outcome: "success" })
+                    .inc();
                 tracing::info!(config = %path.display(), "admin config reloaded");
             }
             Err(e) => {
-                app.metrics.config_reloads.get_or_create(&OutcomeLabels { outcome: "error" }).inc();
+                app.metrics
+                    .config_reloads
+                    .get_or_create(&OutcomeLabels { outcome: "error" })
+                    .inc();
                 tracing::warn!(error = %e, "changed admin config does not load; keeping the current one");
             }
         }
@@ -225,4 +260,3 @@ async fn serve_admin(listener: TcpListener, app: Arc<App>) {
         });
     }
 }
-

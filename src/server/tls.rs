@@ -24,12 +24,21 @@ pub enum TlsError {
     #[error("key file {path}: {reason}")]
     Key { path: PathBuf, reason: String },
     #[error("certificate {cert} and key {key} do not belong together: {reason}")]
-    Mismatch { cert: PathBuf, key: PathBuf, reason: String },
+    Mismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
 }
 
 /// Parses a PEM chain and a PEM key (PKCS#8, PKCS#1 or SEC1) into a checked
 /// [`CertifiedKey`].
-pub fn certified_key_from_pem(cert_pem: &[u8], key_pem: &[u8], cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
+pub fn certified_key_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<CertifiedKey, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::Cert {
@@ -47,10 +56,13 @@ pub fn certified_key_from_pem(cert_pem: &[u8], key_pem: &[u8], cert_path: &Path,
         reason: format!("no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {e}"),
     })?;
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let signing_key = provider.key_provider.load_private_key(key).map_err(|e| TlsError::Key {
-        path: key_path.to_owned(),
-        reason: format!("unsupported key: {e}"),
-    })?;
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| TlsError::Key {
+            path: key_path.to_owned(),
+            reason: format!("unsupported key: {e}"),
+        })?;
     let certified = CertifiedKey::new(chain, signing_key);
     certified.keys_match().map_err(|e| TlsError::Mismatch {
         cert: cert_path.to_owned(),
@@ -79,7 +91,10 @@ impl CertFiles {
             reason: e.to_string(),
         })?);
         let digest = digest(&cert, &key);
-        Ok((certified_key_from_pem(&cert, &key, &self.cert, &self.key)?, digest))
+        Ok((
+            certified_key_from_pem(&cert, &key, &self.cert, &self.key)?,
+            digest,
+        ))
     }
 
     fn digest_now(&self) -> Option<[u8; 32]> {
@@ -174,16 +189,21 @@ pub async fn watch(
                 resolver.replace(key);
                 last = digest;
                 last_failed = None;
-                app.metrics.cert_reloads.get_or_create(&OutcomeLabels { outcome: "success" }).inc();
+                app.metrics
+                    .cert_reloads
+                    .get_or_create(&OutcomeLabels { outcome: "success" })
+                    .inc();
                 tracing::info!(cert = %files.cert.display(), "serving certificate reloaded");
             }
             Ok(Err(e)) => {
                 last_failed = Some(now);
-                app.metrics.cert_reloads.get_or_create(&OutcomeLabels { outcome: "error" }).inc();
+                app.metrics
+                    .cert_reloads
+                    .get_or_create(&OutcomeLabels { outcome: "error" })
+                    .inc();
                 tracing::warn!(error = %e, "changed certificate files do not load; keeping the current certificate");
             }
             Err(_) => {}
         }
     }
 }
-

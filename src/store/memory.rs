@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{CreateOutcome, Ownership, RemoteEntry, RemoteName, SecretStore, StoreError, WriteOptions};
+use super::{
+    CreateOutcome, Ownership, RemoteEntry, RemoteName, SecretStore, StoreError, WriteOptions,
+};
 use crate::secret::SecretValue;
 
 #[derive(Default)]
@@ -74,7 +76,9 @@ impl MemoryStore {
     }
 
     pub fn get(&self, name: &str) -> Option<RemoteEntry> {
-        lock(&self.entries).get(&RemoteName::new_unchecked(name)).cloned()
+        lock(&self.entries)
+            .get(&RemoteName::new_unchecked(name))
+            .cloned()
     }
 
     pub fn len(&self) -> usize {
@@ -95,7 +99,9 @@ impl MemoryStore {
             tokio::time::sleep(d).await;
         }
         if self.down.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("connection refused (memory store is down)".into()));
+            return Err(StoreError::Unavailable(
+                "connection refused (memory store is down)".into(),
+            ));
         }
         if let Some(e) = lock(&self.scripted).pop_front() {
             return Err(e);
@@ -151,7 +157,9 @@ impl SecretStore for MemoryStore {
             },
         );
         self.writes.fetch_add(1, Ordering::SeqCst);
-        Ok(CreateOutcome::Created { version: Some(version) })
+        Ok(CreateOutcome::Created {
+            version: Some(version),
+        })
     }
 
     async fn put(

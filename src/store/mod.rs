@@ -2,6 +2,8 @@
 //! in-memory backend for tests, and one contract every backend satisfies
 //! (`tests/store_contract.rs`).
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod memory;
 
 use std::collections::BTreeMap;
@@ -59,7 +61,9 @@ impl Ownership {
 
     /// The same Secret (the key set may differ after the annotations changed).
     pub fn same_secret(&self, other: &Ownership) -> bool {
-        self.cluster_id == other.cluster_id && self.namespace == other.namespace && self.name == other.name
+        self.cluster_id == other.cluster_id
+            && self.namespace == other.namespace
+            && self.name == other.name
     }
 }
 
@@ -194,12 +198,22 @@ pub trait SecretStore: Send + Sync {
 pub type DynStore = Arc<dyn SecretStore>;
 
 /// Store types this build can write to.
-pub const STORE_TYPES: &[&str] = &["memory"];
+pub const STORE_TYPES: &[&str] = &[
+    "memory",
+    #[cfg(feature = "aws")]
+    aws::secrets_manager::TYPE,
+    #[cfg(feature = "aws")]
+    aws::parameter_store::TYPE,
+];
 
 /// Checks a store's type-specific settings without connecting anywhere.
 pub fn validate_settings(config: &crate::config::StoreConfig) -> Result<(), String> {
     match config.store_type.as_str() {
         "memory" => no_settings(config),
+        #[cfg(feature = "aws")]
+        aws::secrets_manager::TYPE => aws::secrets_manager::validate(config),
+        #[cfg(feature = "aws")]
+        aws::parameter_store::TYPE => aws::parameter_store::validate(config),
         other => Err(format!(
             "store type {other:?} is not available in this build (available: {})",
             STORE_TYPES.join(", ")
@@ -209,7 +223,10 @@ pub fn validate_settings(config: &crate::config::StoreConfig) -> Result<(), Stri
 
 fn no_settings(config: &crate::config::StoreConfig) -> Result<(), String> {
     match config.settings.keys().next() {
-        Some(k) => Err(format!("unknown key {k:?} for store type {}", config.store_type)),
+        Some(k) => Err(format!(
+            "unknown key {k:?} for store type {}",
+            config.store_type
+        )),
         None => Ok(()),
     }
 }
@@ -220,7 +237,13 @@ pub async fn build(config: &crate::config::StoreConfig) -> Result<DynStore, Stri
     validate_settings(config)?;
     match config.store_type.as_str() {
         "memory" => Ok(Arc::new(memory::MemoryStore::new())),
-        other => Err(format!("store type {other:?} is not available in this build")),
+        #[cfg(feature = "aws")]
+        aws::secrets_manager::TYPE => Ok(Arc::new(aws::SecretsManagerStore::build(config).await?)),
+        #[cfg(feature = "aws")]
+        aws::parameter_store::TYPE => Ok(Arc::new(aws::ParameterStore::build(config).await?)),
+        other => Err(format!(
+            "store type {other:?} is not available in this build"
+        )),
     }
 }
 
@@ -235,7 +258,9 @@ impl Stores {
     pub async fn from_config(config: &crate::config::AdminConfig) -> Result<Self, String> {
         let mut entries = BTreeMap::new();
         for s in &config.stores {
-            let client = build(s).await.map_err(|e| format!("store {}: {e}", s.name))?;
+            let client = build(s)
+                .await
+                .map_err(|e| format!("store {}: {e}", s.name))?;
             entries.insert(s.name.clone(), (s.clone(), client));
         }
         Ok(Self { entries })
@@ -243,7 +268,10 @@ impl Stores {
 
     /// Uses the given clients (tests: memory stores with fault injection)
     /// for the configured stores of the same names.
-    pub fn with_clients(config: &crate::config::AdminConfig, clients: BTreeMap<String, DynStore>) -> Result<Self, String> {
+    pub fn with_clients(
+        config: &crate::config::AdminConfig,
+        clients: BTreeMap<String, DynStore>,
+    ) -> Result<Self, String> {
         let mut entries = BTreeMap::new();
         for s in &config.stores {
             let client = clients

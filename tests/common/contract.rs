@@ -27,26 +27,44 @@ pub async fn run(store: DynStore, prefix: &str) {
     let me = owner("db");
 
     // Absent → None.
-    assert!(store.read(&name).await.unwrap().is_none(), "fresh name reads as absent");
+    assert!(
+        store.read(&name).await.unwrap().is_none(),
+        "fresh name reads as absent"
+    );
 
     // Create-if-absent creates.
     let first = SecretValue::new(br#"{"password":"first"}"#.to_vec());
-    match store.create_if_absent(&name, &first, &me, &options).await.unwrap() {
+    match store
+        .create_if_absent(&name, &first, &me, &options)
+        .await
+        .unwrap()
+    {
         CreateOutcome::Created { .. } => {}
         CreateOutcome::Exists(_) => panic!("fresh name must be created"),
     }
 
     // Read back: the same bytes and our ownership.
-    let entry = store.read(&name).await.unwrap().expect("created entry reads back");
+    let entry = store
+        .read(&name)
+        .await
+        .unwrap()
+        .expect("created entry reads back");
     assert!(entry.payload == first, "payload reads back unchanged");
     assert_eq!(entry.owner(), Some(me.clone()));
     assert_eq!(entry.tags.get("team").map(String::as_str), Some("payments"));
 
     // Create-if-absent again does not overwrite: it reports what is there.
     let second = SecretValue::new(br#"{"password":"second"}"#.to_vec());
-    match store.create_if_absent(&name, &second, &me, &options).await.unwrap() {
+    match store
+        .create_if_absent(&name, &second, &me, &options)
+        .await
+        .unwrap()
+    {
         CreateOutcome::Exists(existing) => {
-            assert!(existing.payload == first, "existing value is reported, not replaced");
+            assert!(
+                existing.payload == first,
+                "existing value is reported, not replaced"
+            );
             assert_eq!(existing.owner(), Some(me.clone()));
         }
         CreateOutcome::Created { .. } => panic!("create-if-absent overwrote an entry"),
@@ -62,13 +80,27 @@ pub async fn run(store: DynStore, prefix: &str) {
     // Another Secret's entry is not ours.
     let other_name = store.remote_name(&format!("{prefix}/shop/other")).unwrap();
     let other = owner("other");
-    store.create_if_absent(&other_name, &first, &other, &options).await.unwrap();
+    store
+        .create_if_absent(&other_name, &first, &other, &options)
+        .await
+        .unwrap();
     let entry = store.read(&other_name).await.unwrap().unwrap();
     assert!(!entry.owner().unwrap().same_secret(&me));
 
     // Binary-safe raw values.
     let raw_name = store.remote_name(&format!("{prefix}/shop/raw")).unwrap();
     let raw = SecretValue::new("line one\nline \"two\" = ü".as_bytes().to_vec());
-    store.create_if_absent(&raw_name, &raw, &me, &WriteOptions { content_type: "text/plain", ..options.clone() }).await.unwrap();
+    store
+        .create_if_absent(
+            &raw_name,
+            &raw,
+            &me,
+            &WriteOptions {
+                content_type: "text/plain",
+                ..options.clone()
+            },
+        )
+        .await
+        .unwrap();
     assert!(store.read(&raw_name).await.unwrap().unwrap().payload == raw);
 }

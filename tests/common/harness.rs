@@ -30,10 +30,21 @@ pub fn make_certs(dir: &Path) {
     let out = Command::new(binary())
         .args(["certs", "--out"])
         .arg(dir)
-        .args(["--service", "secret-santa", "--namespace", "secret-santa", "--ip", "127.0.0.1"])
+        .args([
+            "--service",
+            "secret-santa",
+            "--namespace",
+            "secret-santa",
+            "--ip",
+            "127.0.0.1",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "certs failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "certs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for f in ["ca.crt", "tls.crt", "tls.key"] {
         assert!(dir.join(f).exists(), "{f} written");
     }
@@ -57,7 +68,14 @@ impl Server {
             .arg(cert)
             .arg("--tls-key-file")
             .arg(key)
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--cert-reload-interval", "200ms"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--cert-reload-interval",
+                "200ms",
+            ])
             .args(extra)
             .env_clear()
             .env("SECRET_SANTA_LOG", "info")
@@ -93,7 +111,10 @@ impl Server {
         });
         let (Some(webhook), Some(admin)) = (webhook, admin) else {
             let _ = child.kill();
-            panic!("server did not start: {}", std::fs::read_to_string(&stderr_log).unwrap_or_default());
+            panic!(
+                "server did not start: {}",
+                std::fs::read_to_string(&stderr_log).unwrap_or_default()
+            );
         };
         Server {
             child,
@@ -108,7 +129,11 @@ impl Server {
     }
 
     pub fn terminate(&self) {
-        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -127,7 +152,9 @@ impl Server {
     /// GET on the admin port.
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
         let tcp = TcpStream::connect(self.admin).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
         tokio::spawn(conn);
         let req = hyper::Request::builder()
             .uri(path)
@@ -200,9 +227,18 @@ impl Client {
             .header("accept", "application/json, */*")
             .body(Full::new(Bytes::from(body)))
             .unwrap();
-        let resp = self.sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let resp = self
+            .sender
+            .send_request(req)
+            .await
+            .map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
         let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Ok((status, json))
     }
