@@ -19,7 +19,7 @@ pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 pub const MAX_BCRYPT_COST: u32 = 14;
 pub const DEFAULT_BCRYPT_COST: u32 = 10;
 
-const TEMPLATE_NAME: &str = "template";
+const TEMPLATE_NAME: &str = "__secret_santa_template__";
 
 static PROTOTYPE: LazyLock<Tera> = LazyLock::new(build_prototype);
 
@@ -176,7 +176,9 @@ fn bcrypt_hash(input: &str, cost: u32, filter: &str) -> tera::Result<String> {
             input.len()
         )));
     }
-    bcrypt::hash(input, cost)
+    // `$2y$`, as `basic_auth` and Apache's htpasswd write it.
+    bcrypt::hash_with_result(input, cost)
+        .map(|h| h.format_for_version(bcrypt::Version::TwoY))
         .map_err(|_| tera::Error::msg(format!("filter {filter}: hashing failed")))
 }
 

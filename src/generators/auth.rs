@@ -107,7 +107,10 @@ impl Generator for BasicAuth {
             return Err("username must not contain ':' or control characters (htpasswd and HTTP basic auth forbid them)".into());
         }
         if !(4..=MAX_BCRYPT_COST).contains(&config.bcrypt_cost) {
-            return Err(format!("bcrypt_cost must be from 4 to {MAX_BCRYPT_COST}, got {}", config.bcrypt_cost));
+            return Err(format!(
+                "bcrypt_cost must be from 4 to {MAX_BCRYPT_COST}, got {}",
+                config.bcrypt_cost
+            ));
         }
         match &config.password {
             Some(p) => {
@@ -127,7 +130,9 @@ impl Generator for BasicAuth {
             }
             None => config.charset().validate(BCRYPT_MAX_BYTES).map_err(|e| {
                 if e.starts_with("length") {
-                    format!("{e} (bcrypt uses only the first {BCRYPT_MAX_BYTES} bytes of a password)")
+                    format!(
+                        "{e} (bcrypt uses only the first {BCRYPT_MAX_BYTES} bytes of a password)"
+                    )
                 } else {
                     e
                 }
@@ -161,7 +166,9 @@ mod tests {
 
     #[test]
     fn htpasswd_line_verifies() {
-        let c = cfg(serde_json::json!({"username": "alice", "bcrypt_cost": 4, "length": 20, "special": false}));
+        let c = cfg(
+            serde_json::json!({"username": "alice", "bcrypt_cost": 4, "length": 20, "special": false}),
+        );
         BasicAuth::validate(&c, &Limits::default()).unwrap();
         let out = BasicAuth::generate(&c, &Limits::default()).unwrap();
         let pass = out.get_str("password").unwrap();
@@ -179,7 +186,8 @@ mod tests {
         assert!(e.contains("username"), "{e}");
         let e = BasicAuth::validate(&cfg(serde_json::json!({"length": 100})), &l).unwrap_err();
         assert!(e.contains("length") && e.contains("72"), "{e}");
-        let e = BasicAuth::validate(&cfg(serde_json::json!({"password": "x", "length": 10})), &l).unwrap_err();
+        let e = BasicAuth::validate(&cfg(serde_json::json!({"password": "x", "length": 10})), &l)
+            .unwrap_err();
         assert!(e.contains("password"), "{e}");
         let e = BasicAuth::validate(&cfg(serde_json::json!({"bcrypt_cost": 31})), &l).unwrap_err();
         assert!(e.contains("bcrypt_cost"), "{e}");

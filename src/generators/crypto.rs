@@ -43,7 +43,12 @@ fn key_pair_outputs(pkcs8: &[u8], spki: &[u8], key_size: u32, algorithm: &str) -
 }
 
 fn material_outputs(key: &KeyMaterial) -> Outputs {
-    key_pair_outputs(key.pkcs8_der(), key.spki_der(), key.spec.key_size(), key.spec.algorithm_name())
+    key_pair_outputs(
+        key.pkcs8_der(),
+        key.spki_der(),
+        key.spec.key_size(),
+        key.spec.algorithm_name(),
+    )
 }
 
 // --- crypto_aes_key --------------------------------------------------------
@@ -70,7 +75,9 @@ impl Generator for AesKey {
     fn validate(config: &AesConfig, _: &Limits) -> Result<(), String> {
         match config.key_size {
             128 | 192 | 256 => Ok(()),
-            other => Err(format!("key_size must be 128, 192 or 256 (bits), got {other}")),
+            other => Err(format!(
+                "key_size must be 128, 192 or 256 (bits), got {other}"
+            )),
         }
     }
 
@@ -151,7 +158,9 @@ fn hmac_algorithm(name: &str) -> Result<(&'static str, aws_lc_rs::hmac::Algorith
     match norm.strip_prefix("hmac").unwrap_or(&norm) {
         "sha256" => Ok(("sha256", aws_lc_rs::hmac::HMAC_SHA256)),
         "sha512" => Ok(("sha512", aws_lc_rs::hmac::HMAC_SHA512)),
-        _ => Err(format!("algorithm {name:?} is not supported; use sha256 or sha512")),
+        _ => Err(format!(
+            "algorithm {name:?} is not supported; use sha256 or sha512"
+        )),
     }
 }
 
@@ -178,7 +187,10 @@ impl Generator for Hmac {
     fn generate(config: &HmacConfig, _: &Limits) -> Result<Outputs, String> {
         let (name, alg) = hmac_algorithm(&config.algorithm)?;
         let key = random_key(config.key_size as usize);
-        let tag = aws_lc_rs::hmac::sign(&aws_lc_rs::hmac::Key::new(alg, &key), config.message.as_bytes());
+        let tag = aws_lc_rs::hmac::sign(
+            &aws_lc_rs::hmac::Key::new(alg, &key),
+            config.message.as_bytes(),
+        );
         Ok(Outputs::new()
             .with("key_base64", BASE64.encode(&key))
             .with("key_hex", HEXLOWER.encode(&key))
@@ -249,7 +261,9 @@ pub struct CurveConfig {
 
 impl Default for CurveConfig {
     fn default() -> Self {
-        Self { curve: "P256".into() }
+        Self {
+            curve: "P256".into(),
+        }
     }
 }
 
@@ -296,7 +310,8 @@ fn x25519_pkcs8(seed: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
         return Err("key generation failed in the crypto library".into());
     }
     const PREFIX: [u8; 16] = [
-        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x04, 0x22, 0x04, 0x20,
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x04, 0x22, 0x04,
+        0x20,
     ];
     let mut out = Zeroizing::new(Vec::with_capacity(48));
     out.extend_from_slice(&PREFIX);
@@ -327,7 +342,8 @@ impl Generator for EcdhKey {
         let private = agreement::PrivateKey::generate(alg).map_err(|_| FAILED.to_owned())?;
         let pkcs8 = match curve {
             EcdhCurve::X25519 => {
-                let seed: Curve25519SeedBin<'_> = private.as_be_bytes().map_err(|_| FAILED.to_owned())?;
+                let seed: Curve25519SeedBin<'_> =
+                    private.as_be_bytes().map_err(|_| FAILED.to_owned())?;
                 x25519_pkcs8(seed.as_ref())?
             }
             EcdhCurve::Nist(_) => {
@@ -335,7 +351,9 @@ impl Generator for EcdhKey {
                 Zeroizing::new(der.as_ref().to_vec())
             }
         };
-        let public = private.compute_public_key().map_err(|_| FAILED.to_owned())?;
+        let public = private
+            .compute_public_key()
+            .map_err(|_| FAILED.to_owned())?;
         let spki: PublicKeyX509Der<'_> = public.as_der().map_err(|_| FAILED.to_owned())?;
         Ok(key_pair_outputs(&pkcs8, spki.as_ref(), bits, "ECDH").with("curve", name))
     }

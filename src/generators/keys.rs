@@ -4,9 +4,13 @@
 //!
 //! Nothing here puts key material into an error message.
 
-use aws_lc_rs::encoding::{AsBigEndian, AsDer, Curve25519SeedBin, EcPrivateKeyBin, PublicKeyX509Der};
+use aws_lc_rs::encoding::{
+    AsBigEndian, AsDer, Curve25519SeedBin, EcPrivateKeyBin, PublicKeyX509Der,
+};
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
-use aws_lc_rs::signature::{self, EcdsaKeyPair, EcdsaSigningAlgorithm, Ed25519KeyPair, KeyPair as _};
+use aws_lc_rs::signature::{
+    self, EcdsaKeyPair, EcdsaSigningAlgorithm, Ed25519KeyPair, KeyPair as _,
+};
 use data_encoding::{BASE64, BASE64_NOPAD};
 use md5::Digest as _;
 use rustls_pki_types::pem::PemObject;
@@ -49,7 +53,9 @@ impl Curve {
             "P224" | "SECP224R1" => Err(format!(
                 "{field} P224 is not supported (no maintained implementation in this webhook's crypto library); use P256, P384 or P521"
             )),
-            _ => Err(format!("{field} {value:?} is not supported; use P256, P384 or P521")),
+            _ => Err(format!(
+                "{field} {value:?} is not supported; use P256, P384 or P521"
+            )),
         }
     }
 
@@ -89,12 +95,20 @@ pub enum KeySpec {
 impl KeySpec {
     /// Parses an `algorithm` value (`RSA`, `ECDSA`, `ED25519`, any case) with
     /// the RSA size and curve that go with it.
-    pub fn parse(algorithm: &str, field: &str, rsa_bits: u32, curve: &str, curve_field: &str) -> Result<Self, String> {
+    pub fn parse(
+        algorithm: &str,
+        field: &str,
+        rsa_bits: u32,
+        curve: &str,
+        curve_field: &str,
+    ) -> Result<Self, String> {
         match algorithm.trim().to_ascii_uppercase().as_str() {
             "RSA" => Ok(KeySpec::Rsa(rsa_bits)),
             "ECDSA" | "EC" => Ok(KeySpec::Ecdsa(Curve::parse(curve, curve_field)?)),
             "ED25519" | "EDDSA" => Ok(KeySpec::Ed25519),
-            _ => Err(format!("{field} {algorithm:?} is not supported; use RSA, ECDSA or ED25519")),
+            _ => Err(format!(
+                "{field} {algorithm:?} is not supported; use RSA, ECDSA or ED25519"
+            )),
         }
     }
 
@@ -119,7 +133,7 @@ impl KeySpec {
 /// Checks an RSA size against the fixed range, the admin's cap and what the
 /// crypto library can generate. `field` is the config key to name.
 pub fn check_rsa_bits(field: &str, bits: u32, limits: &Limits) -> Result<(), String> {
-    if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) || bits % 8 != 0 {
+    if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) || !bits.is_multiple_of(8) {
         return Err(format!(
             "{field} must be a multiple of 8 from {RSA_MIN_BITS} to {RSA_MAX_BITS}, got {bits}"
         ));
@@ -169,10 +183,15 @@ impl KeyMaterial {
     pub fn generate(spec: KeySpec) -> Result<Self, String> {
         match spec {
             KeySpec::Rsa(bits) => {
-                let size = rsa_key_size(bits).ok_or_else(|| format!("RSA size {bits} is not supported"))?;
+                let size = rsa_key_size(bits)
+                    .ok_or_else(|| format!("RSA size {bits} is not supported"))?;
                 let kp = RsaKeyPair::generate(size).map_err(|_| GEN_FAILED.to_owned())?;
-                let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&kp).map_err(|_| GEN_FAILED.to_owned())?;
-                let spki: PublicKeyX509Der<'_> = kp.public_key().as_der().map_err(|_| GEN_FAILED.to_owned())?;
+                let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&kp)
+                    .map_err(|_| GEN_FAILED.to_owned())?;
+                let spki: PublicKeyX509Der<'_> = kp
+                    .public_key()
+                    .as_der()
+                    .map_err(|_| GEN_FAILED.to_owned())?;
                 Ok(Self {
                     spec,
                     inner: Inner::Rsa,
@@ -181,9 +200,13 @@ impl KeyMaterial {
                 })
             }
             KeySpec::Ecdsa(curve) => {
-                let kp = EcdsaKeyPair::generate(curve.signing()).map_err(|_| GEN_FAILED.to_owned())?;
+                let kp =
+                    EcdsaKeyPair::generate(curve.signing()).map_err(|_| GEN_FAILED.to_owned())?;
                 let pkcs8 = kp.to_pkcs8v1().map_err(|_| GEN_FAILED.to_owned())?;
-                let spki: PublicKeyX509Der<'_> = kp.public_key().as_der().map_err(|_| GEN_FAILED.to_owned())?;
+                let spki: PublicKeyX509Der<'_> = kp
+                    .public_key()
+                    .as_der()
+                    .map_err(|_| GEN_FAILED.to_owned())?;
                 Ok(Self {
                     spec,
                     pkcs8: Zeroizing::new(pkcs8.as_ref().to_vec()),
@@ -196,7 +219,10 @@ impl KeyMaterial {
                 // v1 (no embedded public key) is what OpenSSL writes and every
                 // parser reads.
                 let pkcs8 = kp.to_pkcs8v1().map_err(|_| GEN_FAILED.to_owned())?;
-                let spki: PublicKeyX509Der<'_> = kp.public_key().as_der().map_err(|_| GEN_FAILED.to_owned())?;
+                let spki: PublicKeyX509Der<'_> = kp
+                    .public_key()
+                    .as_der()
+                    .map_err(|_| GEN_FAILED.to_owned())?;
                 Ok(Self {
                     spec,
                     pkcs8: Zeroizing::new(pkcs8.as_ref().to_vec()),
@@ -242,12 +268,15 @@ impl KeyMaterial {
     /// The key as rcgen sees it, to sign certificates and CSRs.
     pub fn rcgen_key_pair(&self) -> Result<rcgen::KeyPair, String> {
         let der = PrivateKeyDer::Pkcs8(self.pkcs8.to_vec().into());
-        rcgen::KeyPair::try_from(&der).map_err(|_| "the generated key cannot be used for signing".to_owned())
+        rcgen::KeyPair::try_from(&der)
+            .map_err(|_| "the generated key cannot be used for signing".to_owned())
     }
 
     /// The key as an OpenSSH private key (unencrypted).
     pub fn to_ssh(&self, comment: &str) -> Result<ssh_key::PrivateKey, String> {
-        use ssh_key::private::{EcdsaKeypair, Ed25519Keypair, Ed25519PrivateKey, KeypairData, RsaKeypair, RsaPrivateKey};
+        use ssh_key::private::{
+            EcdsaKeypair, Ed25519Keypair, Ed25519PrivateKey, KeypairData, RsaKeypair, RsaPrivateKey,
+        };
         use ssh_key::public::{Ed25519PublicKey, RsaPublicKey};
         use ssh_key::sec1::EncodedPoint;
         const FAILED: &str = "the key cannot be encoded in OpenSSH format";
@@ -258,11 +287,15 @@ impl KeyMaterial {
                 let c = RsaComponents::parse(pkcs1).ok_or_else(|| FAILED.to_owned())?;
                 let m = ssh_key::Mpint::from_positive_bytes;
                 let public = RsaPublicKey::new(m(c.e), m(c.n)).map_err(failed)?;
-                let private = RsaPrivateKey::new(m(c.d), m(c.qinv), m(c.p), m(c.q)).map_err(failed)?;
+                let private =
+                    RsaPrivateKey::new(m(c.d), m(c.qinv), m(c.p), m(c.q)).map_err(failed)?;
                 KeypairData::Rsa(RsaKeypair::new(public, private).map_err(failed)?)
             }
             Inner::Ecdsa(kp) => {
-                let scalar: EcPrivateKeyBin<'_> = kp.private_key().as_be_bytes().map_err(|_| FAILED.to_owned())?;
+                let scalar: EcPrivateKeyBin<'_> = kp
+                    .private_key()
+                    .as_be_bytes()
+                    .map_err(|_| FAILED.to_owned())?;
                 let scalar = Zeroizing::new(scalar.as_ref().to_vec());
                 let point = kp.public_key().as_ref();
                 let keypair = match self.spec {
@@ -284,9 +317,14 @@ impl KeyMaterial {
             }
             Inner::Ed25519(kp) => {
                 let seed = kp.seed().map_err(|_| FAILED.to_owned())?;
-                let seed: Curve25519SeedBin<'_> = seed.as_be_bytes().map_err(|_| FAILED.to_owned())?;
+                let seed: Curve25519SeedBin<'_> =
+                    seed.as_be_bytes().map_err(|_| FAILED.to_owned())?;
                 let seed = fixed::<32>(seed.as_ref())?;
-                let public: [u8; 32] = kp.public_key().as_ref().try_into().map_err(|_| FAILED.to_owned())?;
+                let public: [u8; 32] = kp
+                    .public_key()
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| FAILED.to_owned())?;
                 KeypairData::Ed25519(Ed25519Keypair {
                     public: Ed25519PublicKey(public),
                     private: Ed25519PrivateKey::from_bytes(&seed),
@@ -322,7 +360,10 @@ pub fn ssh_public(key: &ssh_key::PrivateKey) -> Result<SshPublic, String> {
     let blob = public
         .to_bytes()
         .map_err(|_| "the public key cannot be encoded in OpenSSH format".to_owned())?;
-    let sha256 = format!("SHA256:{}", BASE64_NOPAD.encode(&sha2::Sha256::digest(&blob)));
+    let sha256 = format!(
+        "SHA256:{}",
+        BASE64_NOPAD.encode(&sha2::Sha256::digest(&blob))
+    );
     let md5 = md5::Md5::digest(&blob)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -362,7 +403,9 @@ fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         if n == 0 || n > 4 || rest.len() < n {
             return None;
         }
-        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
         (len, &rest[n..])
     };
     if rest.len() < len {
@@ -475,7 +518,10 @@ pub fn key_pair_algorithm_name(kp: &rcgen::KeyPair) -> &'static str {
 }
 
 /// The DER certificates of a PEM bundle, in order. `field` names the key.
-pub fn certificates_from_pem(text: &str, field: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn certificates_from_pem(
+    text: &str,
+    field: &str,
+) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(text.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|_| format!("{field} is not valid PEM"))?;
@@ -488,7 +534,7 @@ pub fn certificates_from_pem(text: &str, field: &str) -> Result<Vec<CertificateD
 /// Parses one DER certificate. `field` names where it came from.
 pub fn parse_certificate<'a>(der: &'a [u8], field: &str) -> Result<X509Certificate<'a>, String> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         _ => Err(format!("{field} is not a valid X.509 certificate")),
     }
 }
@@ -504,7 +550,11 @@ pub fn verify_signature(
 ) -> Result<(), String> {
     use oid_registry::*;
     let oid = &algorithm.algorithm;
-    let curve = signer.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok());
+    let curve = signer
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok());
     let ecdsa = |sha: u32| -> Option<&'static dyn signature::VerificationAlgorithm> {
         let curve = curve.as_ref()?;
         let alg: &'static signature::EcdsaVerificationAlgorithm = if *curve == OID_EC_P256 {
@@ -530,35 +580,38 @@ pub fn verify_signature(
         };
         Some(alg)
     };
-    let alg: Option<&'static dyn signature::VerificationAlgorithm> = if *oid == OID_PKCS1_SHA256WITHRSA {
-        Some(&signature::RSA_PKCS1_2048_8192_SHA256)
-    } else if *oid == OID_PKCS1_SHA384WITHRSA {
-        Some(&signature::RSA_PKCS1_2048_8192_SHA384)
-    } else if *oid == OID_PKCS1_SHA512WITHRSA {
-        Some(&signature::RSA_PKCS1_2048_8192_SHA512)
-    } else if *oid == OID_SIG_ECDSA_WITH_SHA256 {
-        ecdsa(256)
-    } else if *oid == OID_SIG_ECDSA_WITH_SHA384 {
-        ecdsa(384)
-    } else if *oid == OID_SIG_ECDSA_WITH_SHA512 {
-        ecdsa(512)
-    } else if *oid == OID_SIG_ED25519 {
-        Some(&signature::ED25519)
-    } else {
-        None
-    };
+    let alg: Option<&'static dyn signature::VerificationAlgorithm> =
+        if *oid == OID_PKCS1_SHA256WITHRSA {
+            Some(&signature::RSA_PKCS1_2048_8192_SHA256)
+        } else if *oid == OID_PKCS1_SHA384WITHRSA {
+            Some(&signature::RSA_PKCS1_2048_8192_SHA384)
+        } else if *oid == OID_PKCS1_SHA512WITHRSA {
+            Some(&signature::RSA_PKCS1_2048_8192_SHA512)
+        } else if *oid == OID_SIG_ECDSA_WITH_SHA256 {
+            ecdsa(256)
+        } else if *oid == OID_SIG_ECDSA_WITH_SHA384 {
+            ecdsa(384)
+        } else if *oid == OID_SIG_ECDSA_WITH_SHA512 {
+            ecdsa(512)
+        } else if *oid == OID_SIG_ED25519 {
+            Some(&signature::ED25519)
+        } else {
+            None
+        };
     match alg {
         Some(alg) => signature::UnparsedPublicKey::new(alg, &signer.subject_public_key.data)
             .verify(data, &signature_value.data)
             .map_err(|_| "signature does not verify".to_owned()),
         None => {
             // RSA-PSS and the rest: x509-parser knows the parameters.
-            x509_parser::verify::verify_signature(signer, algorithm, signature_value, data).map_err(|e| match e {
-                x509_parser::error::X509Error::SignatureUnsupportedAlgorithm => {
-                    "signature algorithm is not supported".to_owned()
-                }
-                _ => "signature does not verify".to_owned(),
-            })
+            x509_parser::verify::verify_signature(signer, algorithm, signature_value, data).map_err(
+                |e| match e {
+                    x509_parser::error::X509Error::SignatureUnsupportedAlgorithm => {
+                        "signature algorithm is not supported".to_owned()
+                    }
+                    _ => "signature does not verify".to_owned(),
+                },
+            )
         }
     }
 }
@@ -574,15 +627,27 @@ mod tests {
         assert_eq!(Curve::parse("secp384r1", "curve").unwrap(), Curve::P384);
         assert_eq!(Curve::parse("P521", "curve").unwrap(), Curve::P521);
         assert!(Curve::parse("P224", "curve").unwrap_err().contains("P224"));
-        assert!(Curve::parse("K-163", "ecdsa_curve").unwrap_err().contains("ecdsa_curve"));
+        assert!(
+            Curve::parse("K-163", "ecdsa_curve")
+                .unwrap_err()
+                .contains("ecdsa_curve")
+        );
     }
 
     #[test]
     fn rsa_bits_are_checked_against_range_cap_and_library() {
         let limits = Limits::default();
         assert!(check_rsa_bits("key_size", 2048, &limits).is_ok());
-        assert!(check_rsa_bits("key_size", 100_000, &limits).unwrap_err().contains("2048 to 8192"));
-        assert!(check_rsa_bits("key_size", 2050, &limits).unwrap_err().contains("multiple of 8"));
+        assert!(
+            check_rsa_bits("key_size", 100_000, &limits)
+                .unwrap_err()
+                .contains("2048 to 8192")
+        );
+        assert!(
+            check_rsa_bits("key_size", 2050, &limits)
+                .unwrap_err()
+                .contains("multiple of 8")
+        );
         let err = check_rsa_bits("key_size", 8192, &limits).unwrap_err();
         assert!(err.contains("limit of 4096"), "{err}");
         let err = check_rsa_bits("key_size", 2056, &limits).unwrap_err();
@@ -602,6 +667,9 @@ mod tests {
     fn der_reader_rejects_truncation() {
         assert!(der_tlv(&[0x30, 0x05, 0x01]).is_none());
         assert!(der_tlv(&[0x30, 0x82, 0x01]).is_none());
-        assert_eq!(der_tlv(&[0x04, 0x01, 0xaa, 0xbb]), Some((0x04, &[0xaa][..], &[0xbb][..])));
+        assert_eq!(
+            der_tlv(&[0x04, 0x01, 0xaa, 0xbb]),
+            Some((0x04, &[0xaa][..], &[0xbb][..]))
+        );
     }
 }

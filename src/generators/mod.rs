@@ -58,7 +58,9 @@ pub struct Entry {
 
 impl std::fmt::Debug for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Entry").field("type_name", &self.type_name).finish_non_exhaustive()
+        f.debug_struct("Entry")
+            .field("type_name", &self.type_name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -187,6 +189,7 @@ pub(crate) fn rfc3339(t: ::time::OffsetDateTime) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

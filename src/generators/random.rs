@@ -62,7 +62,8 @@ impl CharsetConfig {
         let mut classes = Vec::with_capacity(4);
         let mut push = |name, enabled: bool, set: &str, min| {
             if enabled {
-                let mut chars: Vec<char> = set.chars().filter(|c| !self.exclude.contains(*c)).collect();
+                let mut chars: Vec<char> =
+                    set.chars().filter(|c| !self.exclude.contains(*c)).collect();
                 chars.sort_unstable();
                 chars.dedup();
                 classes.push(Class { name, chars, min });
@@ -79,11 +80,17 @@ impl CharsetConfig {
     /// the minimums fit.
     pub fn validate(&self, max_length: u64) -> Result<(), String> {
         if self.length == 0 || self.length > max_length {
-            return Err(format!("length must be between 1 and {max_length}, got {}", self.length));
+            return Err(format!(
+                "length must be between 1 and {max_length}, got {}",
+                self.length
+            ));
         }
         let classes = self.classes();
         if classes.is_empty() {
-            return Err("no character class enabled: set at least one of lower, upper, numeric, special".into());
+            return Err(
+                "no character class enabled: set at least one of lower, upper, numeric, special"
+                    .into(),
+            );
         }
         for (flag, enabled, min) in [
             ("lower", self.lower, self.min_lower),
@@ -262,7 +269,10 @@ impl Generator for RandomBytes {
 
     fn validate(config: &BytesConfig, _: &Limits) -> Result<(), String> {
         if !(1..=1024).contains(&config.length) {
-            return Err(format!("length must be between 1 and 1024, got {}", config.length));
+            return Err(format!(
+                "length must be between 1 and 1024, got {}",
+                config.length
+            ));
         }
         Ok(())
     }
@@ -295,7 +305,10 @@ impl Generator for RandomInteger {
 
     fn validate(config: &IntegerConfig, _: &Limits) -> Result<(), String> {
         if config.min > config.max {
-            return Err(format!("min ({}) is greater than max ({})", config.min, config.max));
+            return Err(format!(
+                "min ({}) is greater than max ({})",
+                config.min, config.max
+            ));
         }
         Ok(())
     }
@@ -350,13 +363,17 @@ impl Generator for RandomId {
         let mut bytes = vec![0u8; config.byte_length as usize];
         rand::rng().fill(&mut bytes[..]);
         Ok(Outputs::new()
-            .with("value", format!("{}{}", config.prefix, HEXLOWER.encode(&bytes)))
+            .with(
+                "value",
+                format!("{}{}", config.prefix, HEXLOWER.encode(&bytes)),
+            )
             .with("prefix", config.prefix.clone())
             .with("generatedAt", now_rfc3339()))
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
@@ -371,7 +388,8 @@ mod tests {
             "length": 20, "min_upper": 3, "min_numeric": 4, "min_special": 2,
             "exclude": "/'\"@"
         }));
-        c.validate(MAX_PASSWORD_LENGTH).unwrap_or_else(|e| panic!("{e}"));
+        c.validate(MAX_PASSWORD_LENGTH)
+            .unwrap_or_else(|e| panic!("{e}"));
         let charset = c.charset();
         for _ in 0..200 {
             let p = c.draw();
@@ -388,7 +406,9 @@ mod tests {
     fn draws_are_uniform_over_the_charset() {
         // 10 symbols: a modulo-biased draw from a byte would skew toward the
         // first six symbols by ~2.4%; chi-square over 100k draws catches that.
-        let c = cfg(serde_json::json!({"length": 100, "lower": false, "upper": false, "special": false}));
+        let c = cfg(
+            serde_json::json!({"length": 100, "lower": false, "upper": false, "special": false}),
+        );
         let mut counts: HashMap<char, u64> = HashMap::new();
         for _ in 0..1000 {
             for ch in c.draw().chars() {
@@ -407,8 +427,14 @@ mod tests {
 
     #[test]
     fn impossible_configs_are_rejected_with_the_key_named() {
-        let none = cfg(serde_json::json!({"lower": false, "upper": false, "numeric": false, "special": false}));
-        assert!(none.validate(100).unwrap_err().contains("no character class"));
+        let none = cfg(
+            serde_json::json!({"lower": false, "upper": false, "numeric": false, "special": false}),
+        );
+        assert!(
+            none.validate(100)
+                .unwrap_err()
+                .contains("no character class")
+        );
         let too_many = cfg(serde_json::json!({"length": 4, "min_upper": 3, "min_lower": 3}));
         assert!(too_many.validate(100).unwrap_err().contains("min_"));
         let zero = cfg(serde_json::json!({"length": 0}));
@@ -423,7 +449,10 @@ mod tests {
 
     #[test]
     fn integers_cover_extreme_ranges() {
-        let c = IntegerConfig { min: i64::MIN, max: i64::MAX };
+        let c = IntegerConfig {
+            min: i64::MIN,
+            max: i64::MAX,
+        };
         RandomInteger::generate(&c, &Limits::default()).unwrap_or_else(|e| panic!("{e}"));
         let c = IntegerConfig { min: 7, max: 7 };
         let out = RandomInteger::generate(&c, &Limits::default()).unwrap_or_else(|e| panic!("{e}"));
@@ -438,15 +467,22 @@ mod tests {
             (Encoding::Base32, 32),
             (Encoding::Hex, 32),
         ] {
-            let out = RandomBytes::generate(&BytesConfig { length: 16, encoding: enc }, &Limits::default())
-                .unwrap_or_else(|e| panic!("{e}"));
+            let out = RandomBytes::generate(
+                &BytesConfig {
+                    length: 16,
+                    encoding: enc,
+                },
+                &Limits::default(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(out.get_str("value").map(str::len), Some(len), "{enc:?}");
         }
     }
 
     #[test]
     fn uuid_is_v4() {
-        let out = RandomUuid::generate(&NoConfig {}, &Limits::default()).unwrap_or_else(|e| panic!("{e}"));
+        let out = RandomUuid::generate(&NoConfig {}, &Limits::default())
+            .unwrap_or_else(|e| panic!("{e}"));
         let id = uuid::Uuid::parse_str(out.get_str("value").unwrap_or_default())
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(id.get_version_num(), 4);

@@ -35,7 +35,13 @@ pub const MAX_COMMENT: usize = 1024;
 
 impl SshConfig {
     fn spec(&self, limits: &Limits) -> Result<KeySpec, String> {
-        let spec = KeySpec::parse(&self.algorithm, "algorithm", self.rsa_bits, &self.ecdsa_curve, "ecdsa_curve")?;
+        let spec = KeySpec::parse(
+            &self.algorithm,
+            "algorithm",
+            self.rsa_bits,
+            &self.ecdsa_curve,
+            "ecdsa_curve",
+        )?;
         if let KeySpec::Rsa(bits) = spec {
             keys::check_rsa_bits("rsa_bits", bits, limits)?;
         }

@@ -47,12 +47,15 @@ impl Generator for TimeStatic {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn fixed_time_is_broken_into_fields() {
-        let c = TimeConfig { rfc3339: Some("2024-02-29T23:59:58+01:00".into()) };
+        let c = TimeConfig {
+            rfc3339: Some("2024-02-29T23:59:58+01:00".into()),
+        };
         let out = TimeStatic::generate(&c, &Limits::default()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out.get_str("rfc3339"), Some("2024-02-29T22:59:58Z"));
         assert_eq!(out.get("hour"), Some(&serde_json::json!(22)));
@@ -61,7 +64,13 @@ mod tests {
 
     #[test]
     fn bad_time_is_rejected() {
-        let c = TimeConfig { rfc3339: Some("yesterday".into()) };
-        assert!(TimeStatic::validate(&c, &Limits::default()).unwrap_err().contains("rfc3339"));
+        let c = TimeConfig {
+            rfc3339: Some("yesterday".into()),
+        };
+        assert!(
+            TimeStatic::validate(&c, &Limits::default())
+                .unwrap_err()
+                .contains("rfc3339")
+        );
     }
 }

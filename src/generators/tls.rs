@@ -8,8 +8,8 @@
 use std::net::IpAddr;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls_pki_types::CertificateSigningRequestDer;
 use rustls_pki_types::pem::PemObject;
@@ -44,7 +44,10 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
         fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
             Ok(Vec::new())
         }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
             let mut out = Vec::new();
             while let Some(s) = seq.next_element::<String>()? {
                 out.push(s);
@@ -73,7 +76,11 @@ impl Subject<'_> {
         }
         for (field, ty, values) in [
             ("organization", DnType::OrganizationName, self.organization),
-            ("organizational_unit", DnType::OrganizationalUnitName, self.organizational_unit),
+            (
+                "organizational_unit",
+                DnType::OrganizationalUnitName,
+                self.organizational_unit,
+            ),
             ("country", DnType::CountryName, self.country),
             ("province", DnType::StateOrProvinceName, self.province),
             ("locality", DnType::LocalityName, self.locality),
@@ -82,7 +89,12 @@ impl Subject<'_> {
                 [] => {}
                 [one] if one.is_empty() => {}
                 [one] => dn.push(ty, one.as_str()),
-                _ => return Err(format!("{field}: at most one value is supported, got {}", values.len())),
+                _ => {
+                    return Err(format!(
+                        "{field}: at most one value is supported, got {}",
+                        values.len()
+                    ));
+                }
             }
         }
         Ok(dn)
@@ -90,13 +102,23 @@ impl Subject<'_> {
 }
 
 /// SANs from `dns_names` and `ip_addresses`.
-fn subject_alt_names(dns_names: &[String], ip_addresses: &[String]) -> Result<Vec<SanType>, String> {
+fn subject_alt_names(
+    dns_names: &[String],
+    ip_addresses: &[String],
+) -> Result<Vec<SanType>, String> {
     if dns_names.len() + ip_addresses.len() > MAX_SANS {
-        return Err(format!("at most {MAX_SANS} dns_names and ip_addresses together"));
+        return Err(format!(
+            "at most {MAX_SANS} dns_names and ip_addresses together"
+        ));
     }
     let mut sans = Vec::with_capacity(dns_names.len() + ip_addresses.len());
     for name in dns_names {
-        if name.is_empty() || name.len() > 253 || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '*' | '_')) {
+        if name.is_empty()
+            || name.len() > 253
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '*' | '_'))
+        {
             return Err(format!("dns_names: {name:?} is not a DNS name"));
         }
         let ia5 = name
@@ -116,7 +138,9 @@ fn subject_alt_names(dns_names: &[String], ip_addresses: &[String]) -> Result<Ve
 }
 
 /// Key usages by the names Terraform's `tls` provider uses.
-fn parse_uses(uses: &[String]) -> Result<(Vec<KeyUsagePurpose>, Vec<ExtendedKeyUsagePurpose>), String> {
+fn parse_uses(
+    uses: &[String],
+) -> Result<(Vec<KeyUsagePurpose>, Vec<ExtendedKeyUsagePurpose>), String> {
     let mut ku = Vec::new();
     let mut eku = Vec::new();
     for u in uses {
@@ -155,7 +179,11 @@ fn parse_uses(uses: &[String]) -> Result<(Vec<KeyUsagePurpose>, Vec<ExtendedKeyU
 fn default_uses(is_ca: bool, rsa: bool) -> (Vec<KeyUsagePurpose>, Vec<ExtendedKeyUsagePurpose>) {
     if is_ca {
         (
-            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature],
+            vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ],
             Vec::new(),
         )
     } else {
@@ -214,7 +242,13 @@ impl Default for PrivateKeyConfig {
 
 impl PrivateKeyConfig {
     fn spec(&self, limits: &Limits) -> Result<KeySpec, String> {
-        let spec = KeySpec::parse(&self.algorithm, "algorithm", self.rsa_bits, &self.ecdsa_curve, "ecdsa_curve")?;
+        let spec = KeySpec::parse(
+            &self.algorithm,
+            "algorithm",
+            self.rsa_bits,
+            &self.ecdsa_curve,
+            "ecdsa_curve",
+        )?;
         if let KeySpec::Rsa(bits) = spec {
             keys::check_rsa_bits("rsa_bits", bits, limits)?;
         }
@@ -331,8 +365,12 @@ impl SelfSignedConfig {
     /// The key to make when `key_pem` is absent.
     fn own_key_spec(&self, limits: &Limits) -> Result<Option<KeySpec>, String> {
         if !self.key_pem.trim().is_empty() {
-            if self.key_algorithm.is_some() || self.key_size.is_some() || self.ecdsa_curve.is_some() {
-                return Err("key_algorithm, key_size and ecdsa_curve apply only when key_pem is absent".into());
+            if self.key_algorithm.is_some() || self.key_size.is_some() || self.ecdsa_curve.is_some()
+            {
+                return Err(
+                    "key_algorithm, key_size and ecdsa_curve apply only when key_pem is absent"
+                        .into(),
+                );
             }
             return Ok(None);
         }
@@ -377,7 +415,11 @@ impl Generator for TlsSelfSignedCert {
         let (key_pair, private_key_pem, algorithm) = match config.own_key_spec(limits)? {
             Some(spec) => {
                 let key = KeyMaterial::generate(spec)?;
-                (key.rcgen_key_pair()?, key.private_key_pem_traditional()?, spec.algorithm_name())
+                (
+                    key.rcgen_key_pair()?,
+                    key.private_key_pem_traditional()?,
+                    spec.algorithm_name(),
+                )
             }
             None => {
                 let loaded = LoadedKey::from_pem(&config.key_pem, "key_pem")?;
@@ -388,7 +430,9 @@ impl Generator for TlsSelfSignedCert {
         let mut sans = subject_alt_names(&config.dns_names, &config.ip_addresses)?;
         if sans.is_empty() && !config.is_ca && !config.common_name.is_empty() {
             // As the ancestor: a leaf without SANs is valid for its CN.
-            if let Ok(mut cn_san) = subject_alt_names(std::slice::from_ref(&config.common_name), &[]) {
+            if let Ok(mut cn_san) =
+                subject_alt_names(std::slice::from_ref(&config.common_name), &[])
+            {
                 sans.append(&mut cn_san);
             }
         }
@@ -424,7 +468,7 @@ impl Generator for TlsSelfSignedCert {
 
 // --- tls_cert_request ----------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CertRequestConfig {
     pub private_key_pem: String,
@@ -443,22 +487,6 @@ pub struct CertRequestConfig {
     pub province: Vec<String>,
     #[serde(deserialize_with = "one_or_many")]
     pub locality: Vec<String>,
-}
-
-impl Default for CertRequestConfig {
-    fn default() -> Self {
-        Self {
-            private_key_pem: String::new(),
-            common_name: String::new(),
-            dns_names: Vec::new(),
-            ip_addresses: Vec::new(),
-            organization: Vec::new(),
-            organizational_unit: Vec::new(),
-            country: Vec::new(),
-            province: Vec::new(),
-            locality: Vec::new(),
-        }
-    }
 }
 
 impl CertRequestConfig {
@@ -483,7 +511,10 @@ impl Generator for TlsCertRequest {
 
     fn validate(config: &CertRequestConfig, _: &Limits) -> Result<(), String> {
         if config.private_key_pem.trim().is_empty() {
-            return Err("private_key_pem is required (e.g. private_key_pem: \"{{ key.private_key_pem }}\")".into());
+            return Err(
+                "private_key_pem is required (e.g. private_key_pem: \"{{ key.private_key_pem }}\")"
+                    .into(),
+            );
         }
         config.subject().distinguished_name()?;
         subject_alt_names(&config.dns_names, &config.ip_addresses)?;
@@ -498,7 +529,9 @@ impl Generator for TlsCertRequest {
         let csr = params
             .serialize_request(&key.key_pair)
             .map_err(|e| rcgen_error("cannot make the request", &e))?;
-        let pem = csr.pem().map_err(|e| rcgen_error("cannot encode the request", &e))?;
+        let pem = csr
+            .pem()
+            .map_err(|e| rcgen_error("cannot encode the request", &e))?;
         Ok(Outputs::new()
             .with("cert_request_pem", pem)
             .with("key_algorithm", key.algorithm_name()))
@@ -542,11 +575,14 @@ fn dn_from_name(name: &X509Name<'_>) -> Result<DistinguishedName, String> {
         let oid: Vec<u64> = attr
             .attr_type()
             .iter()
-            .ok_or_else(|| "cert_request_pem: the request's subject has an unreadable attribute type".to_owned())?
+            .ok_or_else(|| {
+                "cert_request_pem: the request's subject has an unreadable attribute type"
+                    .to_owned()
+            })?
             .collect();
-        let value = attr
-            .as_str()
-            .map_err(|_| "cert_request_pem: the request's subject has a non-text attribute".to_owned())?;
+        let value = attr.as_str().map_err(|_| {
+            "cert_request_pem: the request's subject has a non-text attribute".to_owned()
+        })?;
         let value = match attr.attr_value().header.tag() {
             Tag::PrintableString => value
                 .try_into()
@@ -570,11 +606,17 @@ fn requested_sans(csr: &X509CertificationRequest<'_>) -> Result<Vec<SanType>, St
             continue;
         };
         for name in &san.general_names {
-            let bad = || "cert_request_pem: the request has a malformed subject alternative name".to_owned();
+            let bad = || {
+                "cert_request_pem: the request has a malformed subject alternative name".to_owned()
+            };
             match name {
-                GeneralName::DNSName(s) => sans.push(SanType::DnsName((*s).try_into().map_err(|_| bad())?)),
+                GeneralName::DNSName(s) => {
+                    sans.push(SanType::DnsName((*s).try_into().map_err(|_| bad())?))
+                }
                 GeneralName::URI(s) => sans.push(SanType::URI((*s).try_into().map_err(|_| bad())?)),
-                GeneralName::RFC822Name(s) => sans.push(SanType::Rfc822Name((*s).try_into().map_err(|_| bad())?)),
+                GeneralName::RFC822Name(s) => {
+                    sans.push(SanType::Rfc822Name((*s).try_into().map_err(|_| bad())?))
+                }
                 GeneralName::IPAddress(b) => {
                     let ip = match b.len() {
                         4 => IpAddr::from(<[u8; 4]>::try_from(*b).map_err(|_| bad())?),
@@ -588,7 +630,9 @@ fn requested_sans(csr: &X509CertificationRequest<'_>) -> Result<Vec<SanType>, St
         }
     }
     if sans.len() > MAX_SANS {
-        return Err(format!("cert_request_pem: the request asks for more than {MAX_SANS} names"));
+        return Err(format!(
+            "cert_request_pem: the request asks for more than {MAX_SANS} names"
+        ));
     }
     Ok(sans)
 }
@@ -624,15 +668,21 @@ impl Generator for TlsLocallySignedCert {
 
     fn generate(config: &LocallySignedConfig, _: &Limits) -> Result<Outputs, String> {
         // The request: parse and check it was signed by the key it carries.
-        let csr_der = CertificateSigningRequestDer::from_pem_slice(config.cert_request_pem.as_bytes())
-            .map_err(|_| "cert_request_pem is not a PEM CERTIFICATE REQUEST".to_owned())?;
+        let csr_der =
+            CertificateSigningRequestDer::from_pem_slice(config.cert_request_pem.as_bytes())
+                .map_err(|_| "cert_request_pem is not a PEM CERTIFICATE REQUEST".to_owned())?;
         let csr = match X509CertificationRequest::from_der(&csr_der) {
-            Ok((rest, csr)) if rest.is_empty() => csr,
+            Ok(([], csr)) => csr,
             _ => return Err("cert_request_pem is not a valid certificate request".into()),
         };
         let info = &csr.certification_request_info;
-        keys::verify_signature(&info.subject_pki, &csr.signature_algorithm, &csr.signature_value, info.raw)
-            .map_err(|e| format!("cert_request_pem: the request's {e}"))?;
+        keys::verify_signature(
+            &info.subject_pki,
+            &csr.signature_algorithm,
+            &csr.signature_value,
+            info.raw,
+        )
+        .map_err(|e| format!("cert_request_pem: the request's {e}"))?;
 
         // The CA: key and certificate must belong together, and the
         // certificate must be a CA that is valid now.
@@ -648,12 +698,19 @@ impl Generator for TlsLocallySignedCert {
             .map_err(|_| "ca_cert_pem has a malformed basicConstraints extension".to_owned())?
             .is_some_and(|bc| bc.value.ca);
         if !is_ca {
-            return Err("ca_cert_pem is not a CA certificate (basicConstraints CA is not set)".into());
+            return Err(
+                "ca_cert_pem is not a CA certificate (basicConstraints CA is not set)".into(),
+            );
         }
-        if let Ok(Some(ku)) = ca.key_usage() {
-            if !ku.value.key_cert_sign() {
-                return Err("ca_cert_pem may not sign certificates (keyUsage lacks keyCertSign)".into());
-            }
+        let key_usage = ca
+            .key_usage()
+            .map_err(|_| "ca_cert_pem has a malformed keyUsage extension".to_owned())?;
+        if let Some(ku) = key_usage
+            && !ku.value.key_cert_sign()
+        {
+            return Err(
+                "ca_cert_pem may not sign certificates (keyUsage lacks keyCertSign)".into(),
+            );
         }
         if !ca.validity().is_valid() {
             return Err(format!(
@@ -664,9 +721,12 @@ impl Generator for TlsLocallySignedCert {
         }
         let ca_algorithm = ca_key.algorithm_name();
 
-        let leaf_key = rcgen::SubjectPublicKeyInfo::from_der(info.subject_pki.raw)
-            .map_err(|_| "cert_request_pem: the request's public key type is not supported".to_owned())?;
-        let leaf_is_rsa = info.subject_pki.algorithm.algorithm == x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION;
+        let leaf_key =
+            rcgen::SubjectPublicKeyInfo::from_der(info.subject_pki.raw).map_err(|_| {
+                "cert_request_pem: the request's public key type is not supported".to_owned()
+            })?;
+        let leaf_is_rsa = info.subject_pki.algorithm.algorithm
+            == x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION;
         let (key_usages, extended_key_usages) = match &config.allowed_uses {
             Some(uses) => parse_uses(uses)?,
             None => default_uses(config.is_ca, leaf_is_rsa),
@@ -706,20 +766,37 @@ mod tests {
 
     #[test]
     fn subject_fields_take_one_value() {
-        let c: SelfSignedConfig =
-            super::super::parse_config(&serde_json::json!({"organization": "Acme", "country": ["DE"]})).unwrap();
+        let c: SelfSignedConfig = super::super::parse_config(
+            &serde_json::json!({"organization": "Acme", "country": ["DE"]}),
+        )
+        .unwrap();
         assert_eq!(c.organization, vec!["Acme"]);
         assert!(c.subject().distinguished_name().is_ok());
         let c: SelfSignedConfig =
             super::super::parse_config(&serde_json::json!({"organization": ["A", "B"]})).unwrap();
-        assert!(c.subject().distinguished_name().unwrap_err().contains("organization"));
+        assert!(
+            c.subject()
+                .distinguished_name()
+                .unwrap_err()
+                .contains("organization")
+        );
     }
 
     #[test]
     fn sans_are_validated() {
-        assert!(subject_alt_names(&["a.example".into()], &["10.0.0.1".into(), "::1".into()]).is_ok());
-        assert!(subject_alt_names(&["bad name".into()], &[]).unwrap_err().contains("dns_names"));
-        assert!(subject_alt_names(&[], &["999.1.1.1".into()]).unwrap_err().contains("ip_addresses"));
+        assert!(
+            subject_alt_names(&["a.example".into()], &["10.0.0.1".into(), "::1".into()]).is_ok()
+        );
+        assert!(
+            subject_alt_names(&["bad name".into()], &[])
+                .unwrap_err()
+                .contains("dns_names")
+        );
+        assert!(
+            subject_alt_names(&[], &["999.1.1.1".into()])
+                .unwrap_err()
+                .contains("ip_addresses")
+        );
     }
 
     #[test]
@@ -732,8 +809,15 @@ mod tests {
 
     #[test]
     fn validity_must_be_positive() {
-        let c = SelfSignedConfig { validity_days: 0, ..Default::default() };
-        assert!(TlsSelfSignedCert::validate(&c, &Limits::default()).unwrap_err().contains("validity_days"));
+        let c = SelfSignedConfig {
+            validity_days: 0,
+            ..Default::default()
+        };
+        assert!(
+            TlsSelfSignedCert::validate(&c, &Limits::default())
+                .unwrap_err()
+                .contains("validity_days")
+        );
         let c = LocallySignedConfig {
             cert_request_pem: "x".into(),
             ca_private_key_pem: "x".into(),
@@ -741,6 +825,10 @@ mod tests {
             validity_period_hours: -1,
             ..Default::default()
         };
-        assert!(TlsLocallySignedCert::validate(&c, &Limits::default()).unwrap_err().contains("validity_period_hours"));
+        assert!(
+            TlsLocallySignedCert::validate(&c, &Limits::default())
+                .unwrap_err()
+                .contains("validity_period_hours")
+        );
     }
 }
