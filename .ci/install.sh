@@ -10,3 +10,14 @@ fi
 
 # kube-apiserver, etcd, kubectl, kustomize under /var/cache/secret-santa-kube/bin
 bash .ci/install-kube.sh >/dev/null
+
+# moto (AWS API emulator, server mode) for tests/store_aws.rs, in a venv.
+# Tests look for $SECRET_SANTA_VENV/bin/moto_server, else this path.
+MOTO_VENV="${SECRET_SANTA_VENV:-/var/cache/secret-santa-venv}"
+MOTO_VERSION="5.2.5"
+if ! "$MOTO_VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" >/dev/null 2>&1; then
+  command -v python3 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3 python3-venv >/dev/null; }
+  python3 -m venv "$MOTO_VENV"
+  "$MOTO_VENV/bin/pip" install -q --upgrade pip >/dev/null || true
+  "$MOTO_VENV/bin/pip" install -q "moto[server]==$MOTO_VERSION" >/dev/null
+fi

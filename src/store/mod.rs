@@ -4,7 +4,13 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "http-client")]
+pub mod http;
 pub mod memory;
+#[cfg(feature = "s3")]
+pub mod s3;
+#[cfg(feature = "vault")]
+pub mod vault;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -204,6 +210,10 @@ pub const STORE_TYPES: &[&str] = &[
     aws::secrets_manager::TYPE,
     #[cfg(feature = "aws")]
     aws::parameter_store::TYPE,
+    #[cfg(feature = "vault")]
+    vault::TYPE,
+    #[cfg(feature = "s3")]
+    s3::TYPE,
 ];
 
 /// Checks a store's type-specific settings without connecting anywhere.
@@ -214,6 +224,10 @@ pub fn validate_settings(config: &crate::config::StoreConfig) -> Result<(), Stri
         aws::secrets_manager::TYPE => aws::secrets_manager::validate(config),
         #[cfg(feature = "aws")]
         aws::parameter_store::TYPE => aws::parameter_store::validate(config),
+        #[cfg(feature = "vault")]
+        vault::TYPE => vault::validate(config),
+        #[cfg(feature = "s3")]
+        s3::TYPE => s3::validate(config),
         other => Err(format!(
             "store type {other:?} is not available in this build (available: {})",
             STORE_TYPES.join(", ")
@@ -241,6 +255,10 @@ pub async fn build(config: &crate::config::StoreConfig) -> Result<DynStore, Stri
         aws::secrets_manager::TYPE => Ok(Arc::new(aws::SecretsManagerStore::build(config).await?)),
         #[cfg(feature = "aws")]
         aws::parameter_store::TYPE => Ok(Arc::new(aws::ParameterStore::build(config).await?)),
+        #[cfg(feature = "vault")]
+        vault::TYPE => Ok(Arc::new(vault::VaultStore::build(config).await?)),
+        #[cfg(feature = "s3")]
+        s3::TYPE => Ok(Arc::new(s3::S3Store::build(config).await?)),
         other => Err(format!(
             "store type {other:?} is not available in this build"
         )),

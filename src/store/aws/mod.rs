@@ -1,0 +1,386 @@
+//! The AWS stores: Secrets Manager (`aws-secrets-manager`) and Systems
+//! Manager Parameter Store (`aws-parameter-store`). Both are built from one
+//! `aws-config` setup: region per store, optional endpoint override,
+//! credentials from the default chain (web identity/IRSA, EKS Pod Identity,
+//! environment, profile, instance profile) or from mounted key files, the
+//! store's deadline as the SDK's operation timeout and at most two attempts.
+
+pub mod parameter_store;
+pub mod secrets_manager;
+
+use std::collections::BTreeMap;
+use std::error::Error as StdError;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+use serde::Deserialize;
+
+use super::{Ownership, StoreError, WriteOptions};
+use crate::config::StoreConfig;
+use crate::secret::SecretValue;
+
+pub use parameter_store::ParameterStore;
+pub use secrets_manager::SecretsManagerStore;
+
+/// The store's per-call deadline when the admin config sets none (the same
+/// default `mirror` applies).
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
+/// TCP/TLS connect timeout, capped by the deadline.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// One retry at most: a second attempt must still fit in the deadline.
+const MAX_ATTEMPTS: u32 = 2;
+
+/// How a store gets AWS credentials.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(
+    tag = "method",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
+pub enum Auth {
+    /// `aws-config`'s default chain: environment, profile, web identity
+    /// (IRSA), ECS/EKS Pod Identity container credentials, instance profile.
+    #[default]
+    Default,
+    /// A static access key read from two files (e.g. a mounted Kubernetes
+    /// Secret), when the cluster runs outside AWS without workload identity.
+    AccessKey {
+        access_key_id_file: PathBuf,
+        secret_access_key_file: PathBuf,
+        #[serde(default)]
+        session_token_file: Option<PathBuf>,
+    },
+}
+
+/// Settings both AWS store types share.
+#[derive(Clone, Debug)]
+pub struct Common {
+    pub region: String,
+    pub endpoint: Option<String>,
+    pub auth: Auth,
+}
+
+impl Common {
+    fn check(&self) -> Result<(), String> {
+        if self.region.is_empty()
+            || !self
+                .region
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(format!(
+                "region {:?} is not an AWS region name (like eu-west-1)",
+                self.region
+            ));
+        }
+        if let Some(endpoint) = &self.endpoint {
+            let uri: http::Uri = endpoint
+                .parse()
+                .map_err(|e| format!("endpoint {endpoint:?} is not a URL: {e}"))?;
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+                return Err(format!(
+                    "endpoint {endpoint:?} must be an http:// or https:// URL with a host"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads typed settings out of the store's type-specific keys; unknown keys
+/// and missing required keys are errors naming the key.
+fn parse_settings<T: serde::de::DeserializeOwned>(config: &StoreConfig) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::Object(config.settings.clone()))
+        .map_err(|e| format!("{} settings: {e}", config.store_type))
+}
+
+/// Builds the shared SDK configuration of one store. Nothing is contacted
+/// here: credentials are resolved on the first call.
+async fn sdk_config(
+    common: &Common,
+    deadline: Option<Duration>,
+) -> Result<aws_config::SdkConfig, String> {
+    let deadline = deadline.unwrap_or(DEFAULT_DEADLINE);
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(aws_config::Region::new(common.region.clone()))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT.min(deadline))
+                .operation_timeout(deadline)
+                .build(),
+        )
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(MAX_ATTEMPTS)
+                .with_initial_backoff(Duration::from_millis(100))
+                .with_max_backoff(Duration::from_millis(500)),
+        );
+    if let Some(endpoint) = &common.endpoint {
+        loader = loader.endpoint_url(endpoint.trim_end_matches('/'));
+    }
+    if let Auth::AccessKey {
+        access_key_id_file,
+        secret_access_key_file,
+        session_token_file,
+    } = &common.auth
+    {
+        let read = |path: &PathBuf, what: &str| -> Result<String, String> {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("auth.{what} {}: {e}", path.display()))?;
+            let text = text.trim().to_owned();
+            if text.is_empty() {
+                return Err(format!("auth.{what} {} is empty", path.display()));
+            }
+            Ok(text)
+        };
+        let id = read(access_key_id_file, "accessKeyIdFile")?;
+        let secret = read(secret_access_key_file, "secretAccessKeyFile")?;
+        let token = session_token_file
+            .as_ref()
+            .map(|p| read(p, "sessionTokenFile"))
+            .transpose()?;
+        loader = loader.credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            id,
+            secret,
+            token,
+            None,
+            "secret-santa-access-key-files",
+        ));
+    }
+    Ok(loader.load().await)
+}
+
+/// Where a store's requests go, for error messages.
+fn endpoint_label(sdk: &aws_config::SdkConfig, service: &str, region: &str) -> String {
+    match sdk.endpoint_url() {
+        Some(url) => url.to_owned(),
+        None => format!("https://{service}.{region}.amazonaws.com"),
+    }
+}
+
+/// Ownership tags win over extra tags of the same name.
+fn all_tags(owner: &Ownership, options: &WriteOptions) -> BTreeMap<String, String> {
+    let mut tags = options.tags.clone();
+    tags.extend(owner.tags());
+    tags
+}
+
+/// What an error mapping needs to know about the call.
+struct Call<'a> {
+    /// `GetSecretValue`, `PutParameter`, ...
+    operation: &'static str,
+    /// The store's endpoint, for transport errors.
+    endpoint: &'a str,
+    /// The value being written, scrubbed from any service message.
+    payload: Option<&'a SecretValue>,
+}
+
+/// The error code of a service error (`ResourceNotFoundException`, ...).
+fn code_of<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
+    match err {
+        SdkError::ServiceError(_) => err.code(),
+        _ => None,
+    }
+}
+
+/// Turns an SDK error into a `StoreError` with a short message that names
+/// the operation and the cause, never a value.
+fn map_error<E, R>(err: SdkError<E, R>, call: &Call<'_>) -> StoreError
+where
+    E: ProvideErrorMetadata + StdError + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    let op = call.operation;
+    match &err {
+        SdkError::ServiceError(_) => {
+            let code = err.code().unwrap_or("unknown error").to_owned();
+            let message = scrub(err.message().unwrap_or(""), call.payload);
+            let text = if message.is_empty() {
+                format!("{op}: {code}")
+            } else {
+                format!("{op}: {code}: {message}")
+            };
+            match code.as_str() {
+                "AccessDeniedException"
+                | "AccessDenied"
+                | "UnrecognizedClientException"
+                | "InvalidClientTokenId"
+                | "InvalidSignatureException"
+                | "SignatureDoesNotMatch"
+                | "ExpiredTokenException"
+                | "ExpiredToken"
+                | "IncompleteSignature"
+                | "MissingAuthenticationToken"
+                | "NotAuthorized"
+                | "KMSAccessDeniedException" => StoreError::PermissionDenied(text),
+                "ThrottlingException"
+                | "Throttling"
+                | "TooManyRequestsException"
+                | "RequestLimitExceeded"
+                | "ThrottledException"
+                | "TooManyUpdates" => StoreError::Throttled(text),
+                "InternalServiceError"
+                | "InternalServerError"
+                | "InternalFailure"
+                | "ServiceUnavailable"
+                | "ServiceUnavailableException" => StoreError::Unavailable(text),
+                "InvalidParameterException"
+                | "InvalidRequestException"
+                | "ValidationException"
+                | "LimitExceededException"
+                | "InvalidKeyId"
+                | "ParameterLimitExceeded"
+                | "ParameterMaxVersionLimitExceeded"
+                | "HierarchyLevelLimitExceededException"
+                | "HierarchyTypeMismatchException"
+                | "UnsupportedParameterType"
+                | "ParameterPatternMismatchException"
+                | "InvalidAllowedPatternException"
+                | "TooManyTagsError"
+                | "EncryptionFailure"
+                | "DecryptionFailure" => StoreError::Invalid(text),
+                _ => StoreError::Other(text),
+            }
+        }
+        SdkError::TimeoutError(_) => {
+            StoreError::Unavailable(format!("{op}: no answer from {} in time", call.endpoint))
+        }
+        SdkError::DispatchFailure(failure) => {
+            let chain = chain(
+                failure
+                    .as_connector_error()
+                    .map(|e| e as &(dyn StdError + 'static)),
+            );
+            if chain.to_ascii_lowercase().contains("credential") {
+                return StoreError::PermissionDenied(format!(
+                    "{op}: no usable AWS credentials: {chain}"
+                ));
+            }
+            if failure.is_timeout() {
+                return StoreError::Unavailable(format!(
+                    "{op}: connection to {} timed out",
+                    call.endpoint
+                ));
+            }
+            let io = failure
+                .as_connector_error()
+                .and_then(|e| find_io(e as &(dyn StdError + 'static)));
+            let cause = match io {
+                Some(io) => match io.kind() {
+                    std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+                    std::io::ErrorKind::ConnectionReset => "connection reset".to_owned(),
+                    std::io::ErrorKind::TimedOut => "connection timed out".to_owned(),
+                    _ => io.to_string(),
+                },
+                None if chain.is_empty() => "request not sent".to_owned(),
+                None => chain,
+            };
+            StoreError::Unavailable(format!("{op}: {cause} at {}", call.endpoint))
+        }
+        SdkError::ResponseError(_) => StoreError::Unavailable(format!(
+            "{op}: unexpected response from {}: {}",
+            call.endpoint,
+            chain(err.source())
+        )),
+        SdkError::ConstructionFailure(_) => {
+            StoreError::Invalid(format!("{op}: request not built: {}", chain(err.source())))
+        }
+        _ => StoreError::Other(format!("{op}: {}", chain(Some(&err)))),
+    }
+}
+
+/// The messages of an error and its sources, deduplicated, joined by `: `,
+/// at most 300 characters.
+fn chain(err: Option<&(dyn StdError + 'static)>) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = err;
+    while let Some(e) = next {
+        let text = e
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    truncate(parts.join(": "))
+}
+
+fn find_io<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a std::io::Error> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// Removes the written value from a service message (some validation
+/// messages quote the offending member) and bounds its length.
+fn scrub(message: &str, payload: Option<&SecretValue>) -> String {
+    let mut text = message.to_owned();
+    if let Some(p) = payload.and_then(|p| std::str::from_utf8(p.expose()).ok())
+        && p.len() >= 4
+        && text.contains(p)
+    {
+        text = text.replace(p, "<redacted>");
+    }
+    truncate(text)
+}
+
+fn truncate(mut text: String) -> String {
+    const MAX: usize = 300;
+    if text.len() > MAX {
+        let mut cut = MAX;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_removes_the_value_and_bounds_the_length() {
+        let v = SecretValue::new(b"hunter2-secret".to_vec());
+        let out = scrub("Value 'hunter2-secret' at 'value' failed", Some(&v));
+        assert!(!out.contains("hunter2"), "value scrubbed");
+        assert!(out.contains("<redacted>"));
+        assert!(scrub(&"x".repeat(1000), None).chars().count() <= 301);
+    }
+
+    #[test]
+    fn common_settings_are_checked() {
+        let ok = Common {
+            region: "eu-west-1".into(),
+            endpoint: Some("http://127.0.0.1:4566".into()),
+            auth: Auth::Default,
+        };
+        assert!(ok.check().is_ok());
+        let bad_region = Common {
+            region: "EU West".into(),
+            ..ok.clone()
+        };
+        assert!(bad_region.check().unwrap_err().contains("region"));
+        let bad_endpoint = Common {
+            endpoint: Some("ftp://x".into()),
+            ..ok
+        };
+        assert!(bad_endpoint.check().unwrap_err().contains("endpoint"));
+    }
+}
