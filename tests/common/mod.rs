@@ -6,6 +6,8 @@ pub mod cluster;
 pub mod contract;
 pub mod harness;
 pub mod moto;
+#[cfg(feature = "http-client")]
+pub mod openbao;
 
 use std::collections::BTreeMap;
 

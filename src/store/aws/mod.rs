@@ -4,6 +4,10 @@
 //! credentials from the default chain (web identity/IRSA, EKS Pod Identity,
 //! environment, profile, instance profile) or from mounted key files, the
 //! store's deadline as the SDK's operation timeout and at most two attempts.
+//!
+//! The `s3` store (`store::s3`) shares this setup (auth, endpoint, credential
+//! files, timeouts, retries) and the SDK error mapping: the items it uses
+//! are `pub(in crate::store)`.
 
 pub mod parameter_store;
 pub mod secrets_manager;
@@ -16,6 +20,7 @@ use std::time::Duration;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_sdk_secretsmanager::config::http::HttpResponse;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use serde::Deserialize;
 
@@ -66,7 +71,7 @@ pub struct Common {
 }
 
 impl Common {
-    fn check(&self) -> Result<(), String> {
+    pub(in crate::store) fn check(&self) -> Result<(), String> {
         if self.region.is_empty()
             || !self
                 .region
@@ -94,14 +99,16 @@ impl Common {
 
 /// Reads typed settings out of the store's type-specific keys; unknown keys
 /// and missing required keys are errors naming the key.
-fn parse_settings<T: serde::de::DeserializeOwned>(config: &StoreConfig) -> Result<T, String> {
+pub(in crate::store) fn parse_settings<T: serde::de::DeserializeOwned>(
+    config: &StoreConfig,
+) -> Result<T, String> {
     serde_json::from_value(serde_json::Value::Object(config.settings.clone()))
         .map_err(|e| format!("{} settings: {e}", config.store_type))
 }
 
 /// Builds the shared SDK configuration of one store. Nothing is contacted
 /// here: credentials are resolved on the first call.
-async fn sdk_config(
+pub(in crate::store) async fn sdk_config(
     common: &Common,
     deadline: Option<Duration>,
 ) -> Result<aws_config::SdkConfig, String> {
@@ -156,7 +163,11 @@ async fn sdk_config(
 }
 
 /// Where a store's requests go, for error messages.
-fn endpoint_label(sdk: &aws_config::SdkConfig, service: &str, region: &str) -> String {
+pub(in crate::store) fn endpoint_label(
+    sdk: &aws_config::SdkConfig,
+    service: &str,
+    region: &str,
+) -> String {
     match sdk.endpoint_url() {
         Some(url) => url.to_owned(),
         None => format!("https://{service}.{region}.amazonaws.com"),
@@ -164,24 +175,27 @@ fn endpoint_label(sdk: &aws_config::SdkConfig, service: &str, region: &str) -> S
 }
 
 /// Ownership tags win over extra tags of the same name.
-fn all_tags(owner: &Ownership, options: &WriteOptions) -> BTreeMap<String, String> {
+pub(in crate::store) fn all_tags(
+    owner: &Ownership,
+    options: &WriteOptions,
+) -> BTreeMap<String, String> {
     let mut tags = options.tags.clone();
     tags.extend(owner.tags());
     tags
 }
 
 /// What an error mapping needs to know about the call.
-struct Call<'a> {
+pub(in crate::store) struct Call<'a> {
     /// `GetSecretValue`, `PutParameter`, ...
-    operation: &'static str,
+    pub operation: &'static str,
     /// The store's endpoint, for transport errors.
-    endpoint: &'a str,
+    pub endpoint: &'a str,
     /// The value being written, scrubbed from any service message.
-    payload: Option<&'a SecretValue>,
+    pub payload: Option<&'a SecretValue>,
 }
 
 /// The error code of a service error (`ResourceNotFoundException`, ...).
-fn code_of<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
+pub(in crate::store) fn code_of<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
     match err {
         SdkError::ServiceError(_) => err.code(),
         _ => None,
@@ -190,15 +204,43 @@ fn code_of<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
 
 /// Turns an SDK error into a `StoreError` with a short message that names
 /// the operation and the cause, never a value.
-fn map_error<E, R>(err: SdkError<E, R>, call: &Call<'_>) -> StoreError
+pub(in crate::store) fn map_error<E>(err: SdkError<E, HttpResponse>, call: &Call<'_>) -> StoreError
 where
     E: ProvideErrorMetadata + StdError + 'static,
-    R: std::fmt::Debug + 'static,
 {
-    let op = call.operation;
+    map_error_labelled(err, call, call.operation)
+}
+
+/// The same, naming the entry as well: `GetObject s3://bucket/key: ...`.
+#[cfg(feature = "s3")]
+pub(in crate::store) fn map_error_at<E>(
+    err: SdkError<E, HttpResponse>,
+    call: &Call<'_>,
+    target: &str,
+) -> StoreError
+where
+    E: ProvideErrorMetadata + StdError + 'static,
+{
+    map_error_labelled(err, call, &format!("{} {target}", call.operation))
+}
+
+/// A service error without an error code (S3 answers `HEAD` requests
+/// without a body) is named by its HTTP status.
+fn map_error_labelled<E>(err: SdkError<E, HttpResponse>, call: &Call<'_>, op: &str) -> StoreError
+where
+    E: ProvideErrorMetadata + StdError + 'static,
+{
     match &err {
-        SdkError::ServiceError(_) => {
-            let code = err.code().unwrap_or("unknown error").to_owned();
+        SdkError::ServiceError(service) => {
+            let code = match err.code() {
+                Some(code) => code.to_owned(),
+                None => match service.raw().status().as_u16() {
+                    401 | 403 => "AccessDenied".to_owned(),
+                    429 => "Throttling".to_owned(),
+                    503 => "ServiceUnavailable".to_owned(),
+                    status => format!("HTTP {status}"),
+                },
+            };
             let message = scrub(err.message().unwrap_or(""), call.payload);
             let text = if message.is_empty() {
                 format!("{op}: {code}")
@@ -217,16 +259,21 @@ where
                 | "IncompleteSignature"
                 | "MissingAuthenticationToken"
                 | "NotAuthorized"
-                | "KMSAccessDeniedException" => StoreError::PermissionDenied(text),
+                | "KMSAccessDeniedException"
+                | "InvalidAccessKeyId"
+                | "AllAccessDisabled"
+                | "AccountProblem" => StoreError::PermissionDenied(text),
                 "ThrottlingException"
                 | "Throttling"
                 | "TooManyRequestsException"
                 | "RequestLimitExceeded"
                 | "ThrottledException"
-                | "TooManyUpdates" => StoreError::Throttled(text),
+                | "TooManyUpdates"
+                | "SlowDown" => StoreError::Throttled(text),
                 "InternalServiceError"
                 | "InternalServerError"
                 | "InternalFailure"
+                | "InternalError"
                 | "ServiceUnavailable"
                 | "ServiceUnavailableException" => StoreError::Unavailable(text),
                 "InvalidParameterException"
@@ -243,7 +290,17 @@ where
                 | "InvalidAllowedPatternException"
                 | "TooManyTagsError"
                 | "EncryptionFailure"
-                | "DecryptionFailure" => StoreError::Invalid(text),
+                | "DecryptionFailure"
+                | "InvalidRequest"
+                | "InvalidArgument"
+                | "InvalidBucketName"
+                | "NoSuchBucket"
+                | "EntityTooLarge"
+                | "KeyTooLongError"
+                | "MetadataTooLarge"
+                | "InvalidEncryptionAlgorithmError"
+                | "KMS.NotFoundException"
+                | "KMS.DisabledException" => StoreError::Invalid(text),
                 _ => StoreError::Other(text),
             }
         }
