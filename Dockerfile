@@ -15,6 +15,8 @@ FROM docker.io/library/rust:1.94-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# Cargo.toml declares the benches: cargo will not read it without them.
+COPY benches ./benches
 # --locked: exactly the versions in Cargo.lock. The cache mounts only speed
 # up rebuilds; the binary is copied out of them.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -265,7 +265,8 @@ pub struct StoreConfig {
     pub name: String,
     #[serde(rename = "type")]
     pub store_type: String,
-    /// Namespaces whose Secrets may use this store; `["*"]` for all.
+    /// Namespaces whose Secrets may use this store: names, or patterns
+    /// where `*` stands for any run of characters (`team-*`); `["*"]` for all.
     pub namespaces: Vec<String>,
     /// Remote name template: `{namespace}`, `{name}`, `{cluster}`.
     #[serde(default = "default_name_template")]
@@ -309,12 +310,34 @@ fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, 
 impl StoreConfig {
     /// True when Secrets of `namespace` may use this store.
     pub fn allows_namespace(&self, namespace: &str) -> bool {
-        self.namespaces.iter().any(|n| n == "*" || n == namespace)
+        self.namespaces
+            .iter()
+            .any(|pattern| wildcard_match(pattern, namespace))
     }
 
     pub fn allows_override(&self, option: &str) -> bool {
         self.allow_overrides.iter().any(|o| o == option)
     }
+}
+
+/// `pattern` matches all of `text`, `*` standing for any run of characters.
+fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let tail: Vec<&str> = parts.collect();
+    let Some((last, middle)) = tail.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 impl AdminConfig {
@@ -359,6 +382,20 @@ impl AdminConfig {
                     "stores[{i}] ({}): namespaces must list the namespaces allowed to use it (or [\"*\"])",
                     store.name
                 ));
+            }
+            for pattern in &store.namespaces {
+                let literal = pattern.replace('*', "a");
+                let valid = !literal.is_empty()
+                    && literal.len() <= 63
+                    && literal
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                if !valid {
+                    return Err(format!(
+                        "stores[{i}] ({}): namespaces entry {pattern:?} is neither a namespace name nor a pattern of one (lowercase letters, digits, '-', and '*' for any run of characters)",
+                        store.name
+                    ));
+                }
             }
             for placeholder in extract_placeholders(&store.name_template) {
                 if !["namespace", "name", "cluster"].contains(&placeholder.as_str()) {
@@ -405,6 +442,40 @@ fn extract_placeholders(template: &str) -> Vec<String> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespace_patterns() {
+        for (pattern, yes, no) in [
+            ("*", &["shop", "a"][..], &[][..]),
+            ("shop", &["shop"], &["shop2", "xshop", ""]),
+            ("team-*", &["team-a", "team-"], &["team", "xteam-a"]),
+            ("*-prod", &["shop-prod"], &["shop-prod2", "prod"]),
+            (
+                "a*b*c",
+                &["abc", "axxbyyc", "abcbc"],
+                &["ab", "acb", "abcx"],
+            ),
+            ("a*a", &["aa", "aba"], &["a"]),
+        ] {
+            for ns in yes {
+                assert!(wildcard_match(pattern, ns), "{pattern} matches {ns}");
+            }
+            for ns in no {
+                assert!(
+                    !wildcard_match(pattern, ns),
+                    "{pattern} does not match {ns}"
+                );
+            }
+        }
+        let store =
+            |ns: &str| format!("stores:\n  - name: m\n    type: memory\n    namespaces: [{ns}]\n");
+        assert!(AdminConfig::parse(&store("\"team-*\"")).is_ok());
+        let err = AdminConfig::parse(&store("\"Team A\"")).unwrap_err();
+        assert!(
+            err.contains("\"Team A\"") && err.contains("namespaces"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn durations() {

@@ -34,7 +34,7 @@ fn build_prototype() -> Tera {
             ))
         },
     );
-    tera.register_function("range", bounded_range);
+    // `range` is registered per render, with that render's budget.
     tera.register_filter("sha256", |v: &Value, _: &HashMap<String, Value>| {
         Ok(Value::String(hex::encode(sha2::Sha256::digest(bytes_of(
             v, "sha256",
@@ -205,7 +205,12 @@ pub fn entropy_bits(s: &str) -> f64 {
     (per_symbol * n_f * 100.0).round() / 100.0
 }
 
-fn bounded_range(args: &HashMap<String, Value>) -> tera::Result<Value> {
+/// `range` with a budget shared by every call of one render: nested loops
+/// cannot multiply past [`MAX_RANGE_ELEMENTS`].
+fn bounded_range(
+    args: &HashMap<String, Value>,
+    budget: &std::sync::atomic::AtomicU64,
+) -> tera::Result<Value> {
     let num = |key: &str, default: Option<u64>| -> tera::Result<u64> {
         match args.get(key) {
             Some(v) => v.as_u64().ok_or_else(|| {
@@ -227,9 +232,11 @@ fn bounded_range(args: &HashMap<String, Value>) -> tera::Result<Value> {
         ));
     }
     let count = (end - start).div_ceil(step);
-    if count > MAX_RANGE_ELEMENTS as u64 {
+    let spent = budget.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+    if spent.saturating_add(count) > MAX_RANGE_ELEMENTS as u64 {
         return Err(tera::Error::msg(format!(
-            "function range: {count} elements is more than the limit of {MAX_RANGE_ELEMENTS}"
+            "function range: {} elements in all is more than the limit of {MAX_RANGE_ELEMENTS} per template",
+            spent.saturating_add(count)
         )));
     }
     Ok(Value::Array(
@@ -300,6 +307,10 @@ impl Drop for RenderContext {
 pub fn render(template: &str, ctx: &RenderContext) -> Result<String, String> {
     check_syntax(template)?;
     let mut tera = PROTOTYPE.clone();
+    let budget = std::sync::atomic::AtomicU64::new(0);
+    tera.register_function("range", move |args: &HashMap<String, Value>| {
+        bounded_range(args, &budget)
+    });
     tera.add_raw_template(TEMPLATE_NAME, template)
         .map_err(|e| describe(&e))?;
     let context = ctx.tera_context().map_err(|e| describe(&e))?;
@@ -313,6 +324,15 @@ pub fn render(template: &str, ctx: &RenderContext) -> Result<String, String> {
         ));
     }
     Ok(out)
+}
+
+/// True when rendering `template` may take long enough to hold up an async
+/// worker (bcrypt hashing, loops): such templates render on the bounded key
+/// generation pool, where the review's deadline still answers in time.
+pub fn may_be_slow(template: &str) -> bool {
+    ["bcrypt", "htpasswd", "range"]
+        .iter()
+        .any(|word| template.contains(word))
 }
 
 /// Parses a template without rendering it: syntax errors and the features
@@ -409,6 +429,15 @@ mod tests {
         assert!(err.contains("macros"), "{err}");
         let err = render("{% for i in range(end=100000000) %}x{% endfor %}", &ctx()).unwrap_err();
         assert!(err.contains("limit"), "{err}");
+        // The limit holds for the whole template, not per call: nested
+        // loops of 200 each (40,000 in all) are refused; 100 in all is fine.
+        let nested =
+            "{% for i in range(end=200) %}{% for j in range(end=200) %}x{% endfor %}{% endfor %}";
+        let err = render(nested, &ctx()).unwrap_err();
+        assert!(err.contains("in all"), "{err}");
+        let small =
+            "{% for i in range(end=10) %}{% for j in range(end=9) %}x{% endfor %}{% endfor %}";
+        assert_eq!(render(small, &ctx()).unwrap().len(), 90);
     }
 
     #[test]

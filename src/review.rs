@@ -447,7 +447,11 @@ impl Snapshot {
         subject: &Subject<'_>,
         present: &BTreeSet<String>,
     ) -> Result<Generated, Denial> {
-        let expensive = spec.generators.iter().any(|g| g.entry.expensive);
+        let expensive = spec.generators.iter().any(|g| g.entry.expensive)
+            || spec
+                .template
+                .as_deref()
+                .is_some_and(crate::render::may_be_slow);
         let job = GenerationJob {
             spec: spec.clone(),
             limits: self.inner.limits.clone(),

@@ -5,33 +5,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
-
-use base64::Engine as _;
-use common::cluster::Cluster;
+use common::cluster::{Cluster, annotation, data};
 use common::harness::{Server, make_certs};
 use serde_json::Value;
-
-fn data(secret: &Value) -> BTreeMap<String, String> {
-    secret["data"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| {
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(v.as_str().unwrap())
-                        .unwrap();
-                    (k.clone(), String::from_utf8(bytes).unwrap())
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn annotation<'a>(secret: &'a Value, key: &str) -> Option<&'a str> {
-    secret["metadata"]["annotations"][key].as_str()
-}
 
 const DB: &str = r#"apiVersion: v1
 kind: Secret
@@ -55,36 +31,6 @@ metadata:
 type: Opaque
 "#;
 
-fn webhook_config(port: u16, ca_bundle: &str) -> String {
-    format!(
-        r#"apiVersion: admissionregistration.k8s.io/v1
-kind: MutatingWebhookConfiguration
-metadata:
-  name: secret-santa
-webhooks:
-  - name: secrets.secret-santa.io
-    admissionReviewVersions: ["v1"]
-    clientConfig:
-      url: https://127.0.0.1:{port}/mutate
-      caBundle: {ca_bundle}
-    rules:
-      - apiGroups: [""]
-        apiVersions: ["v1"]
-        operations: ["CREATE", "UPDATE"]
-        resources: ["secrets"]
-        scope: Namespaced
-    objectSelector:
-      matchLabels:
-        secret-santa.io/enabled: "true"
-    sideEffects: NoneOnDryRun
-    failurePolicy: Fail
-    timeoutSeconds: 10
-    reinvocationPolicy: Never
-    matchPolicy: Equivalent
-"#
-    )
-}
-
 #[test]
 fn real_apiserver_stores_what_the_webhook_generates() {
     let cluster = Cluster::start();
@@ -96,32 +42,9 @@ fn real_apiserver_stores_what_the_webhook_generates() {
         &[],
         certs.path(),
     );
-    let ca = base64::engine::general_purpose::STANDARD
-        .encode(std::fs::read(certs.path().join("ca.crt")).unwrap());
-    cluster.ok(
-        &["apply", "-f", "-"],
-        Some(&webhook_config(server.webhook.port(), &ca)),
-    );
-    cluster.ok(&["create", "namespace", "shop"], None);
-
-    // The apiserver picks webhook configurations up asynchronously: wait
-    // until a probe Secret comes back mutated.
-    let probe = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: probe\n  namespace: shop\n  labels: {secret-santa.io/enabled: \"true\"}\n  annotations: {secret-santa.io/autogenerate: token}\n";
-    let started = Instant::now();
-    loop {
-        cluster.ok(&["apply", "-f", "-"], Some(probe));
-        let s = cluster.get_secret("probe");
-        if data(&s).contains_key("token") {
-            break;
-        }
-        cluster.ok(&["-n", "shop", "delete", "secret", "probe"], None);
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "webhook never called: {}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    cluster.register_webhook(server.webhook.port(), &certs.path().join("ca.crt"), || {
+        server.log()
+    });
 
     // kubectl apply: values filled once, metadata annotations written.
     cluster.ok(&["apply", "-f", "-"], Some(DB));

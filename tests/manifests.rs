@@ -88,7 +88,16 @@ fn parse_yaml_stream(text: &str) -> Vec<Value> {
 
 /// The cloud credential components; each is rendered on top of the
 /// cert-manager overlay, the way a user composes them.
-const COMPONENTS: &[&str] = &["aws", "gcp", "azure", "vault", "oci", "alibaba", "ibm"];
+const COMPONENTS: &[&str] = &[
+    "aws",
+    "aws-pod-identity",
+    "gcp",
+    "azure",
+    "vault",
+    "oci",
+    "alibaba",
+    "ibm",
+];
 
 /// A copy of `manifests/` next to a fresh `certs/` (from `secret-santa
 /// certs --ip 127.0.0.1`), so the overlays that read `certs/` render
@@ -651,6 +660,16 @@ fn assert_component(component: &str, docs: &[Value]) {
             )
             .expect("iam-policy.json is JSON");
             assert_eq!(policy["Version"], "2012-10-17", "{ctx}");
+        }
+        "aws-pod-identity" => {
+            assert!(
+                annotations.get("eks.amazonaws.com/role-arn").is_none(),
+                "{ctx}: Pod Identity needs no IRSA annotation"
+            );
+            assert!(
+                find(docs, "NetworkPolicy", "secret-santa-aws").is_some(),
+                "{ctx}: Pod Identity agent reachable"
+            );
         }
         "gcp" => {
             assert!(
@@ -1541,6 +1560,50 @@ fn dockerfile_builds_the_locked_release_into_a_shell_less_non_root_image() {
         "a locked release build"
     );
 
+    // What the build stage copies is a package cargo can read as it is:
+    // replay its COPY lines into an empty directory and ask cargo for the
+    // package's targets (a declared bench or binary that was not copied
+    // fails here, as it would in `docker build`).
+    let context = tempfile::tempdir().unwrap();
+    for line in build.lines().filter_map(|l| l.strip_prefix("COPY ")) {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let (dest, sources) = parts.split_last().unwrap();
+        for source in sources {
+            let from = repo().join(source);
+            let to = if dest.ends_with('/') && *dest != "./" {
+                context.path().join(dest).join(source)
+            } else if *dest == "./" {
+                context.path().join(source)
+            } else {
+                context.path().join(dest)
+            };
+            copy_tree(&from, &to);
+        }
+    }
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(context.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the Dockerfile's build context is not a readable cargo package: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metadata: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let targets = metadata["packages"][0]["targets"].as_array().unwrap();
+    assert!(
+        targets.iter().any(|t| t["name"] == "secret-santa"
+            && t["kind"].as_array().unwrap().iter().any(|k| k == "bin")),
+        "the context builds the secret-santa binary"
+    );
+
     assert!(
         runtime.starts_with("gcr.io/distroless/cc-debian12:nonroot"),
         "distroless runtime with glibc"
@@ -1569,4 +1632,18 @@ fn dockerfile_builds_the_locked_release_into_a_shell_less_non_root_image() {
         deployment.contains(&format!("runAsUser: {uid}")),
         "Deployment runAsUser matches the image's USER"
     );
+}
+
+/// Copies a file or a directory tree.
+fn copy_tree(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, to).unwrap();
+    }
 }

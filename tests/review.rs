@@ -749,3 +749,115 @@ async fn apiserver_fixtures_decode_and_are_answered() {
     }
     assert_eq!(n, 5);
 }
+
+// ---- adversarial input: every one a 200 review with a clear answer ----------
+
+#[tokio::test]
+async fn hostile_bodies_get_an_invalid_review() {
+    let app = app();
+    let valid = serde_json::to_string(&create(
+        &SecretDoc::new("a").labelled().autogenerate("p").value(),
+    ))
+    .unwrap();
+    // Invalid UTF-8 inside an annotation value, and a lone surrogate escape.
+    let mut raw_byte = valid.replace("\"p\"", "\"p\u{fffd}\"").into_bytes();
+    let at = raw_byte
+        .windows(3)
+        .position(|w| w == "\u{fffd}".as_bytes())
+        .unwrap();
+    raw_byte.splice(at..at + 3, [0xff]);
+    let surrogate = valid.replace("\"p\"", "\"p\\ud800\"");
+    // Wrong kind; deeply nested JSON inside an otherwise valid object.
+    let wrong_kind = valid.replacen("\"AdmissionReview\"", "\"AdmissionRevue\"", 1);
+    let nested = valid.replacen(
+        "\"metadata\":{",
+        &format!(
+            "\"extra\":{}{},\"metadata\":{{",
+            "[".repeat(5_000),
+            "]".repeat(5_000)
+        ),
+        1,
+    );
+    assert_ne!(nested, valid);
+    for (label, body) in [
+        ("invalid UTF-8 in an annotation", raw_byte),
+        ("lone surrogate in an annotation", surrogate.into_bytes()),
+        ("wrong kind", wrong_kind.into_bytes()),
+        ("deeply nested object", nested.into_bytes()),
+    ] {
+        let (status, out) = call(&app, "POST", "/mutate", body).await;
+        assert_eq!(status, StatusCode::OK, "{label}");
+        let answer: Value = serde_json::from_slice(&out).unwrap();
+        assert!(!allowed(&answer), "{label}: {answer}");
+        assert_eq!(
+            response(&answer)["status"]["reason"],
+            "InvalidRequest",
+            "{label}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_huge_generator_list_is_denied_naming_the_limit() {
+    let generators: String = (0..1000)
+        .map(|i| format!("- name: g{i}\n  type: random_uuid\n"))
+        .collect();
+    rejects(
+        SecretDoc::new("a").labelled().generators(&generators),
+        "secret-santa.io/generators",
+        "more than the limit of 64",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_secret_at_the_size_limit_cannot_grow() {
+    use base64::Engine as _;
+    let full = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; 1024 * 1024 - 16]);
+    let mut doc = SecretDoc::new("a").labelled().autogenerate("password");
+    doc.0["data"] = json!({ "blob": full });
+    let (answer, _) = created(&app(), &doc).await;
+    assert!(!allowed(&answer));
+    let msg = message(&answer);
+    assert!(msg.contains("more than Kubernetes' limit"), "{msg}");
+    assert!(!has_patch(&answer));
+}
+
+#[tokio::test]
+async fn hostile_templates_are_denied_in_time() {
+    for (label, template, problem) in [
+        (
+            "nested loops",
+            "k: \"{% for i in range(end=10000) %}{% for j in range(end=10000) %}x{% endfor %}{% endfor %}\"\n",
+            "limit of 10000",
+        ),
+        (
+            "reads the environment",
+            "k: \"{{ get_env(name='HOME') }}\"\n",
+            "get_env",
+        ),
+        ("missing field", "k: \"{{ p.vaule }}\"\n", "p.vaule"),
+        (
+            "recursion",
+            "{% macro f() %}{{ self::f() }}{% endmacro %}k: \"{{ self::f() }}\"\n",
+            "macros",
+        ),
+    ] {
+        let doc = SecretDoc::new("a")
+            .labelled()
+            .generators("- name: p\n  type: random_password\n")
+            .template(template);
+        let started = std::time::Instant::now();
+        let (answer, _) = created(&app(), &doc).await;
+        assert!(!allowed(&answer), "{label}: {answer}");
+        let msg = message(&answer);
+        assert!(
+            msg.contains("secret-santa.io/template") && msg.contains(problem),
+            "{label}: {msg}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(8),
+            "{label}: answered within the review deadline"
+        );
+    }
+}

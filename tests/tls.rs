@@ -68,9 +68,211 @@ async fn serves_reviews_over_verified_tls() {
             .await
             .is_err()
     );
-    // Values never reach the log.
+    // Each review is logged (tests/leaks.rs checks no value ever is).
     let log = server.log();
     assert!(log.contains("allowed"), "{log}");
+}
+
+/// Runs openssl (installed by `.ci/install.sh`) in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed (bash .ci/install.sh)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A root CA, an intermediate CA it signed, and a leaf for 127.0.0.1 the
+/// intermediate signed, made by openssl with the leaf key in `leaf_key_args`
+/// (`genrsa -traditional` → PKCS#1, `ecparam -genkey -noout` → SEC1).
+/// Writes `root.crt`, `chain.crt` (leaf, then intermediate) and `leaf.key`.
+fn openssl_chain(dir: &Path, leaf_key_args: &[&str]) {
+    std::fs::write(
+        dir.join("ca.ext"),
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-genkey",
+            "-name",
+            "prime256v1",
+            "-noout",
+            "-out",
+            "root.key",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "root.key",
+            "-subj",
+            "/CN=test root",
+            "-days",
+            "2",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-out",
+            "root.crt",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-genkey",
+            "-name",
+            "prime256v1",
+            "-noout",
+            "-out",
+            "int.key",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "int.key",
+            "-subj",
+            "/CN=test intermediate",
+            "-out",
+            "int.csr",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "int.csr",
+            "-CA",
+            "root.crt",
+            "-CAkey",
+            "root.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ca.ext",
+            "-out",
+            "int.crt",
+        ],
+    );
+    // `-out` right after the command: genrsa wants the size last.
+    let mut key_args = leaf_key_args.to_vec();
+    key_args.splice(1..1, ["-out", "leaf.key"]);
+    openssl(dir, &key_args);
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "leaf.key",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-out",
+            "leaf.csr",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "int.crt",
+            "-CAkey",
+            "int.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "leaf.crt",
+        ],
+    );
+    let chain = std::fs::read_to_string(dir.join("leaf.crt")).unwrap()
+        + &std::fs::read_to_string(dir.join("int.crt")).unwrap();
+    std::fs::write(dir.join("chain.crt"), chain).unwrap();
+}
+
+#[tokio::test]
+async fn serves_pkcs1_and_sec1_keys_with_their_intermediate() {
+    for (label, key_args, header) in [
+        (
+            "RSA PKCS#1",
+            &["genrsa", "-traditional", "2048"][..],
+            "-----BEGIN RSA PRIVATE KEY-----",
+        ),
+        (
+            "EC SEC1",
+            &["ecparam", "-genkey", "-name", "prime256v1", "-noout"],
+            "-----BEGIN EC PRIVATE KEY-----",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        openssl_chain(dir.path(), key_args);
+        let key = std::fs::read_to_string(dir.path().join("leaf.key")).unwrap();
+        assert!(
+            key.starts_with(header),
+            "{label}: the key is in that format"
+        );
+        let server = Server::start(
+            &dir.path().join("chain.crt"),
+            &dir.path().join("leaf.key"),
+            &[],
+            dir.path(),
+        );
+        // The client trusts the root only: the handshake verifies because
+        // the server sends the intermediate.
+        let mut client = Client::connect(server.webhook, &dir.path().join("root.crt"))
+            .await
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        let review = opted_in_review();
+        let (status, answer) = client.post_review(&review).await.unwrap();
+        assert_eq!(status, 200, "{label}");
+        assert!(allowed(&answer), "{label}");
+        // Without the intermediate, the same client is refused.
+        drop(client);
+        drop(server);
+        let server = Server::start(
+            &dir.path().join("leaf.crt"),
+            &dir.path().join("leaf.key"),
+            &[],
+            dir.path(),
+        );
+        assert!(
+            tls_connect(server.webhook, &dir.path().join("root.crt"))
+                .await
+                .is_err(),
+            "{label}: a leaf alone does not verify against the root"
+        );
+    }
 }
 
 #[test]

@@ -173,6 +173,24 @@ fn parse_uses(
     Ok((ku, eku))
 }
 
+/// The key usages of a certificate: `allowed_uses` when given, else the
+/// defaults. A CA always gets `cert_signing` (keyCertSign): without it the
+/// CA flag is useless, since no verifier accepts what it signs.
+fn key_uses(
+    allowed: Option<&[String]>,
+    is_ca: bool,
+    rsa: bool,
+) -> Result<(Vec<KeyUsagePurpose>, Vec<ExtendedKeyUsagePurpose>), String> {
+    let (mut ku, eku) = match allowed {
+        Some(uses) => parse_uses(uses)?,
+        None => default_uses(is_ca, rsa),
+    };
+    if is_ca && !ku.contains(&KeyUsagePurpose::KeyCertSign) {
+        ku.insert(0, KeyUsagePurpose::KeyCertSign);
+    }
+    Ok((ku, eku))
+}
+
 /// Key usages when `allowed_uses` is absent: what the Go ancestor set for a
 /// leaf (keyEncipherment only for RSA, where it means something), or the CA
 /// set for a CA.
@@ -436,10 +454,11 @@ impl Generator for TlsSelfSignedCert {
                 sans.append(&mut cn_san);
             }
         }
-        let (key_usages, extended_key_usages) = match &config.allowed_uses {
-            Some(uses) => parse_uses(uses)?,
-            None => default_uses(config.is_ca, algorithm == "RSA"),
-        };
+        let (key_usages, extended_key_usages) = key_uses(
+            config.allowed_uses.as_deref(),
+            config.is_ca,
+            algorithm == "RSA",
+        )?;
         let start = now();
         let end = start + Duration::days(config.validity_days);
         let mut params = CertificateParams::default();
@@ -727,10 +746,8 @@ impl Generator for TlsLocallySignedCert {
             })?;
         let leaf_is_rsa = info.subject_pki.algorithm.algorithm
             == x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION;
-        let (key_usages, extended_key_usages) = match &config.allowed_uses {
-            Some(uses) => parse_uses(uses)?,
-            None => default_uses(config.is_ca, leaf_is_rsa),
-        };
+        let (key_usages, extended_key_usages) =
+            key_uses(config.allowed_uses.as_deref(), config.is_ca, leaf_is_rsa)?;
         let start = now();
         let end = start + Duration::hours(config.validity_period_hours);
         let mut params = CertificateParams::default();
@@ -763,6 +780,18 @@ impl Generator for TlsLocallySignedCert {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ca_can_always_sign_certificates() {
+        let only = vec!["digital_signature".to_owned()];
+        let (ku, _) = key_uses(Some(&only), true, false).unwrap();
+        assert!(ku.contains(&KeyUsagePurpose::KeyCertSign), "{ku:?}");
+        assert!(ku.contains(&KeyUsagePurpose::DigitalSignature), "{ku:?}");
+        let (ku, _) = key_uses(Some(&only), false, false).unwrap();
+        assert_eq!(ku, vec![KeyUsagePurpose::DigitalSignature]);
+        let (ku, _) = key_uses(None, true, true).unwrap();
+        assert!(ku.contains(&KeyUsagePurpose::KeyCertSign), "{ku:?}");
+    }
 
     #[test]
     fn subject_fields_take_one_value() {

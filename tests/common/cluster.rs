@@ -2,10 +2,11 @@
 //! loopback (`tests/e2e/cluster.sh`), and kubectl against it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use base64::Engine as _;
 use serde_json::Value;
 
 /// etcd + kube-apiserver on loopback, stopped on drop.
@@ -74,6 +75,88 @@ impl Cluster {
     pub fn get_secret(&self, name: &str) -> Value {
         serde_json::from_str(&self.ok(&["-n", "shop", "get", "secret", name, "-o", "json"], None))
             .unwrap()
+    }
+}
+
+/// A Secret's `.data`, decoded (values are UTF-8 in these tests).
+pub fn data(secret: &Value) -> BTreeMap<String, String> {
+    secret["data"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(v.as_str().unwrap())
+                        .unwrap();
+                    (k.clone(), String::from_utf8(bytes).unwrap())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn annotation<'a>(secret: &'a Value, key: &str) -> Option<&'a str> {
+    secret["metadata"]["annotations"][key].as_str()
+}
+
+/// The webhook registration the shipped manifests make, pointed at a binary
+/// on this machine by URL.
+pub fn webhook_config(port: u16, ca_bundle: &str) -> String {
+    format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata:
+  name: secret-santa
+webhooks:
+  - name: secrets.secret-santa.io
+    admissionReviewVersions: ["v1"]
+    clientConfig:
+      url: https://127.0.0.1:{port}/mutate
+      caBundle: {ca_bundle}
+    rules:
+      - apiGroups: [""]
+        apiVersions: ["v1"]
+        operations: ["CREATE", "UPDATE"]
+        resources: ["secrets"]
+        scope: Namespaced
+    objectSelector:
+      matchLabels:
+        secret-santa.io/enabled: "true"
+    sideEffects: NoneOnDryRun
+    failurePolicy: Fail
+    timeoutSeconds: 10
+    reinvocationPolicy: Never
+    matchPolicy: Equivalent
+"#
+    )
+}
+
+impl Cluster {
+    /// Registers the webhook at `port` (its CA in `ca_file`), creates the
+    /// namespace `shop`, and waits until the apiserver really calls the
+    /// webhook (it picks registrations up asynchronously): a probe Secret
+    /// comes back filled. `log` is shown when it never does.
+    pub fn register_webhook(&self, port: u16, ca_file: &Path, log: impl Fn() -> String) {
+        let ca = base64::engine::general_purpose::STANDARD.encode(std::fs::read(ca_file).unwrap());
+        self.ok(&["apply", "-f", "-"], Some(&webhook_config(port, &ca)));
+        self.ok(&["create", "namespace", "shop"], None);
+        let probe = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: probe\n  namespace: shop\n  labels: {secret-santa.io/enabled: \"true\"}\n  annotations: {secret-santa.io/autogenerate: token}\n";
+        let started = std::time::Instant::now();
+        loop {
+            self.ok(&["apply", "-f", "-"], Some(probe));
+            let s = self.get_secret("probe");
+            if data(&s).contains_key("token") {
+                self.ok(&["-n", "shop", "delete", "secret", "probe"], None);
+                return;
+            }
+            self.ok(&["-n", "shop", "delete", "secret", "probe"], None);
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "webhook never called: {}",
+                log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
     }
 }
 
