@@ -433,24 +433,54 @@ pub async fn mirror(
         key_set: key_set_hash(&d.keys),
     };
 
-    // 1. Probe every destination in parallel.
-    let probes = join_all(
-        dests
-            .iter()
-            .map(|d| timed(metrics, d, "read", req.deadline, d.client.read(&d.remote))),
-    )
-    .await;
-    let mut existing: Vec<Option<RemoteEntry>> = Vec::with_capacity(dests.len());
+    // 0. A fresh CREATE with one destination whose store creates atomically
+    //    needs no probe: the create itself tells whether something is there
+    //    (and returns it), and only then do the steps below run on it.
     let mut errors = Vec::new();
-    for (d, p) in dests.iter().zip(probes) {
-        match p {
-            Ok(e) => existing.push(e),
-            Err(e) => {
-                errors.push(describe(d, &e));
-                existing.push(None);
+    let mut fast: Option<Vec<Option<RemoteEntry>>> = None;
+    if !req.regenerate
+        && let [d] = dests.as_slice()
+        && d.client.atomic_create()
+    {
+        let mut final_all = all.clone();
+        final_all.extend(generated.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let payload = encode(d.format, &d.keys, &final_all);
+        let owner = owner_for(d);
+        let create = d
+            .client
+            .create_if_absent(&d.remote, &payload, &owner, &d.options);
+        match timed(metrics, d, "create", req.deadline, create).await {
+            Ok(CreateOutcome::Created { version }) => {
+                return Ok(finish(&dests, vec![Some(version)], generated.clone()));
             }
+            Ok(CreateOutcome::Exists(entry)) => fast = Some(vec![Some(entry)]),
+            Err(e) => return Err(store_failure(&[describe(d, &e)])),
         }
     }
+
+    // 1. Probe every destination in parallel.
+    let existing: Vec<Option<RemoteEntry>> = match fast {
+        Some(existing) => existing,
+        None => {
+            let probes = join_all(
+                dests
+                    .iter()
+                    .map(|d| timed(metrics, d, "read", req.deadline, d.client.read(&d.remote))),
+            )
+            .await;
+            let mut existing = Vec::with_capacity(dests.len());
+            for (d, p) in dests.iter().zip(probes) {
+                match p {
+                    Ok(e) => existing.push(e),
+                    Err(e) => {
+                        errors.push(describe(d, &e));
+                        existing.push(None);
+                    }
+                }
+            }
+            existing
+        }
+    };
     if !errors.is_empty() {
         return Err(Denial::new(Reason::Store, errors.join("; ")));
     }
@@ -547,7 +577,6 @@ pub async fn mirror(
     //    takes the values of the first destination, in annotation order, that
     //    holds them: both replicas pick the same winner, whoever won which
     //    race, and write it wherever it differs.
-    let mut outcome = MirrorOutcome::default();
     let mut versions: Vec<Option<Option<String>>> = Vec::with_capacity(dests.len());
     let mut raced_any = false;
     for (d, w) in dests.iter().zip(writes) {
@@ -631,14 +660,33 @@ pub async fn mirror(
         }
     }
     if !errors.is_empty() {
-        return Err(Denial::new(
-            Reason::Store,
-            format!(
-                "{}; nothing was admitted, a retry converges on the values already written",
-                errors.join("; ")
-            ),
-        ));
+        return Err(store_failure(&errors));
     }
+    Ok(finish(&dests, versions, values))
+}
+
+/// The denial for failed store calls after some may have been written.
+fn store_failure(errors: &[String]) -> Denial {
+    Denial::new(
+        Reason::Store,
+        format!(
+            "{}; nothing was admitted, a retry converges on the values already written",
+            errors.join("; ")
+        ),
+    )
+}
+
+/// What a mirror that wrote every destination reports: the store names
+/// (once each) and the version ids the stores gave.
+fn finish(
+    dests: &[Destination<'_>],
+    versions: Vec<Option<Option<String>>>,
+    values: SecretData,
+) -> MirrorOutcome {
+    let mut outcome = MirrorOutcome {
+        values,
+        ..Default::default()
+    };
     for (d, v) in dests.iter().zip(versions) {
         if !outcome.stores.iter().any(|s| s == d.store_name) {
             outcome.stores.push(d.store_name.to_owned());
@@ -647,6 +695,5 @@ pub async fn mirror(
             outcome.versions.push(format!("{}@{v}", d.store_name));
         }
     }
-    outcome.values = values;
-    Ok(outcome)
+    outcome
 }

@@ -3,7 +3,8 @@
 //! Error messages name the problem and never include a generated value.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
@@ -18,6 +19,8 @@ pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 /// Highest bcrypt cost accepted by the `bcrypt` / `htpasswd` filters.
 pub const MAX_BCRYPT_COST: u32 = 14;
 pub const DEFAULT_BCRYPT_COST: u32 = 10;
+/// The bcrypt work one template may do in all: 2^cost per hash.
+pub const BCRYPT_WORK_BUDGET: u64 = 4 << MAX_BCRYPT_COST;
 
 const TEMPLATE_NAME: &str = "__secret_santa_template__";
 
@@ -103,11 +106,31 @@ fn build_prototype() -> Tera {
                 .map_err(|_| tera::Error::msg(format!("filter {name}: value cannot be quoted")))
         });
     }
-    tera.register_filter("bcrypt", |v: &Value, args: &HashMap<String, Value>| {
+    register_bcrypt(&mut tera, Arc::default());
+    tera
+}
+
+/// The `bcrypt` and `htpasswd` filters, sharing one render's hashing
+/// budget: a hash of cost `c` spends 2^c, and one template may spend
+/// [`BCRYPT_WORK_BUDGET`] in all, so a loop cannot hash for minutes.
+fn register_bcrypt(tera: &mut Tera, budget: Arc<AtomicU64>) {
+    let spend = move |cost: u32, filter: &str| -> tera::Result<()> {
+        let work = 1u64 << cost;
+        let spent = budget.fetch_add(work, Ordering::Relaxed) + work;
+        if spent > BCRYPT_WORK_BUDGET {
+            return Err(tera::Error::msg(format!(
+                "filter {filter}: this template hashes more than the limit per template (four hashes of cost {MAX_BCRYPT_COST}, or 64 of cost {DEFAULT_BCRYPT_COST})"
+            )));
+        }
+        Ok(())
+    };
+    let bcrypt_spend = spend.clone();
+    tera.register_filter("bcrypt", move |v: &Value, args: &HashMap<String, Value>| {
         let cost = bcrypt_cost(args, "bcrypt")?;
+        bcrypt_spend(cost, "bcrypt")?;
         bcrypt_hash(&bytes_of(v, "bcrypt")?, cost, "bcrypt").map(Value::String)
     });
-    tera.register_filter("htpasswd", |v: &Value, args: &HashMap<String, Value>| {
+    tera.register_filter("htpasswd", move |v: &Value, args: &HashMap<String, Value>| {
         let cost = bcrypt_cost(args, "htpasswd")?;
         let user = args
             .get("user")
@@ -117,10 +140,10 @@ fn build_prototype() -> Tera {
         if user.contains(':') || user.contains('\n') {
             return Err(tera::Error::msg("filter htpasswd: user must not contain ':' or a newline"));
         }
+        spend(cost, "htpasswd")?;
         let hash = bcrypt_hash(&bytes_of(v, "htpasswd")?, cost, "htpasswd")?;
         Ok(Value::String(format!("{user}:{hash}")))
     });
-    tera
 }
 
 /// RFC 3986 unreserved characters stay; everything else is encoded, so the
@@ -207,10 +230,7 @@ pub fn entropy_bits(s: &str) -> f64 {
 
 /// `range` with a budget shared by every call of one render: nested loops
 /// cannot multiply past [`MAX_RANGE_ELEMENTS`].
-fn bounded_range(
-    args: &HashMap<String, Value>,
-    budget: &std::sync::atomic::AtomicU64,
-) -> tera::Result<Value> {
+fn bounded_range(args: &HashMap<String, Value>, budget: &AtomicU64) -> tera::Result<Value> {
     let num = |key: &str, default: Option<u64>| -> tera::Result<u64> {
         match args.get(key) {
             Some(v) => v.as_u64().ok_or_else(|| {
@@ -232,7 +252,7 @@ fn bounded_range(
         ));
     }
     let count = (end - start).div_ceil(step);
-    let spent = budget.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+    let spent = budget.fetch_add(count, Ordering::Relaxed);
     if spent.saturating_add(count) > MAX_RANGE_ELEMENTS as u64 {
         return Err(tera::Error::msg(format!(
             "function range: {} elements in all is more than the limit of {MAX_RANGE_ELEMENTS} per template",
@@ -307,10 +327,11 @@ impl Drop for RenderContext {
 pub fn render(template: &str, ctx: &RenderContext) -> Result<String, String> {
     check_syntax(template)?;
     let mut tera = PROTOTYPE.clone();
-    let budget = std::sync::atomic::AtomicU64::new(0);
+    let budget = AtomicU64::new(0);
     tera.register_function("range", move |args: &HashMap<String, Value>| {
         bounded_range(args, &budget)
     });
+    register_bcrypt(&mut tera, Arc::default());
     tera.add_raw_template(TEMPLATE_NAME, template)
         .map_err(|e| describe(&e))?;
     let context = ctx.tera_context().map_err(|e| describe(&e))?;
@@ -435,6 +456,26 @@ mod tests {
             "{% for i in range(end=200) %}{% for j in range(end=200) %}x{% endfor %}{% endfor %}";
         let err = render(nested, &ctx()).unwrap_err();
         assert!(err.contains("in all"), "{err}");
+        // bcrypt work is bounded per template too.
+        let hashes = "{% for i in range(end=64) %}{{ pass.value | bcrypt(cost=4) }}{% endfor %}";
+        assert!(
+            render(hashes, &ctx()).is_ok(),
+            "64 hashes of cost 4 are cheap"
+        );
+        // A budget that is all but spent refuses the next hash before hashing.
+        for filter in ["bcrypt(cost=4)", "htpasswd(user='a', cost=4)"] {
+            let mut tera = PROTOTYPE.clone();
+            let spent = BCRYPT_WORK_BUDGET - (1 << 4) + 1;
+            register_bcrypt(&mut tera, Arc::new(AtomicU64::new(spent)));
+            tera.add_raw_template("t", &format!("{{{{ pass.value | {filter} }}}}"))
+                .unwrap();
+            let err = describe(
+                &tera
+                    .render("t", &ctx().tera_context().unwrap())
+                    .unwrap_err(),
+            );
+            assert!(err.contains("limit per template"), "{filter}: {err}");
+        }
         let small =
             "{% for i in range(end=10) %}{% for j in range(end=9) %}x{% endfor %}{% endfor %}";
         assert_eq!(render(small, &ctx()).unwrap().len(), 90);

@@ -401,5 +401,31 @@ async fn store_metrics_are_counted() {
     let _ = w.create(&mirrored("- store: main\n")).await;
     let text = w.app.metrics.encode();
     assert!(text.contains("secret_santa_store_operations_total{store=\"main\",operation=\"create\",result=\"success\"} 1"), "{text}");
-    assert!(text.contains("secret_santa_store_operation_duration_seconds_count{store=\"main\",operation=\"read\"} 1"), "{text}");
+    assert!(text.contains("secret_santa_store_operation_duration_seconds_count{store=\"main\",operation=\"create\"} 1"), "{text}");
+    // One destination on a store that creates atomically: no probe first.
+    assert!(!text.contains("operation=\"read\""), "{text}");
+    // A failure is counted by its reason.
+    w.store("main")
+        .fail_next_write(StoreError::Throttled("rate exceeded".into()));
+    let mut other = mirrored("- store: main\n");
+    other["metadata"]["name"] = json!("db2");
+    let (answer, _) = w.create(&other).await;
+    assert!(!allowed(&answer));
+    let text = w.app.metrics.encode();
+    assert!(text.contains("secret_santa_store_operations_total{store=\"main\",operation=\"create\",result=\"throttled\"} 1"), "{text}");
+}
+
+#[tokio::test]
+async fn a_retried_single_destination_create_converges_without_a_probe() {
+    let w = World::new();
+    let doc = mirrored("- store: main\n");
+    let (first, secret) = w.create(&doc).await;
+    assert!(allowed(&first), "{first}");
+    let (again, retried) = w.create(&doc).await;
+    assert!(allowed(&again), "{again}");
+    assert!(
+        data_of(&as_secret(&retried)) == data_of(&as_secret(&secret)),
+        "the retry takes the stored values"
+    );
+    assert_eq!(w.store("main").writes(), 1, "nothing rewritten");
 }

@@ -129,6 +129,11 @@ impl SecretStore for MemoryStore {
         "memory"
     }
 
+    /// One lock around check and insert.
+    fn atomic_create(&self) -> bool {
+        true
+    }
+
     async fn read(&self, name: &RemoteName) -> Result<Option<RemoteEntry>, StoreError> {
         self.enter().await?;
         Ok(lock(&self.entries).get(name).cloned())

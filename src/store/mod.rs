@@ -176,6 +176,13 @@ pub trait SecretStore: Send + Sync {
         Ok(RemoteName(logical.to_owned()))
     }
 
+    /// True when `create_if_absent` is atomic on the server (a conditional
+    /// create the server refuses when the entry exists), so that a fresh
+    /// single-destination CREATE may skip the engine's probe.
+    fn atomic_create(&self) -> bool {
+        false
+    }
+
     /// Reads the current value and tags; `None` when absent.
     async fn read(&self, name: &RemoteName) -> Result<Option<RemoteEntry>, StoreError>;
 

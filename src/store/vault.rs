@@ -1378,6 +1378,15 @@ impl SecretStore for VaultStore {
         TYPE
     }
 
+    /// KV v2 creates with check-and-set `cas=0`; v1 cannot, and a version
+    /// not yet detected counts as v1 until it is.
+    fn atomic_create(&self) -> bool {
+        self.inner
+            .configured_kv
+            .or_else(|| self.inner.detected_kv.get().copied())
+            == Some(KvVersion::V2)
+    }
+
     /// Secret paths under the mount: `/`-separated segments of letters,
     /// digits and `_ - . @ + = ,`.
     fn remote_name(&self, logical: &str) -> Result<RemoteName, String> {

@@ -152,6 +152,11 @@ impl SecretStore for ParameterStore {
         TYPE
     }
 
+    /// PutParameter with Overwrite=false fails with ParameterAlreadyExists.
+    fn atomic_create(&self) -> bool {
+        true
+    }
+
     /// Parameter names are hierarchies: `shop/db` becomes `/shop/db`; at most
     /// 1011 characters of `A-Z a-z 0-9 _ . - /`, 15 levels, no empty level,
     /// not under `aws` or `ssm`.

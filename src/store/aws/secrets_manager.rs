@@ -151,6 +151,11 @@ impl SecretStore for SecretsManagerStore {
         TYPE
     }
 
+    /// CreateSecret fails with ResourceExistsException.
+    fn atomic_create(&self) -> bool {
+        true
+    }
+
     /// Secret names: 1 to 512 of `A-Z a-z 0-9 / _ + = . @ -`.
     fn remote_name(&self, logical: &str) -> Result<RemoteName, String> {
         if logical.is_empty() {
