@@ -325,15 +325,17 @@ impl Drop for RenderContext {
 /// chain of causes (naming the line and the missing variable or failing
 /// filter); callers scrub it of generated values before showing it.
 pub fn render(template: &str, ctx: &RenderContext) -> Result<String, String> {
-    check_syntax(template)?;
+    let parsed = parse_cached(template)?;
     let mut tera = PROTOTYPE.clone();
     let budget = AtomicU64::new(0);
     tera.register_function("range", move |args: &HashMap<String, Value>| {
         bounded_range(args, &budget)
     });
     register_bcrypt(&mut tera, Arc::default());
-    tera.add_raw_template(TEMPLATE_NAME, template)
-        .map_err(|e| describe(&e))?;
+    // Parsed once (parsing is most of a render's cost), then added as
+    // `add_raw_template` would add it.
+    tera.templates.insert(TEMPLATE_NAME.to_owned(), parsed);
+    tera.build_inheritance_chains().map_err(|e| describe(&e))?;
     let context = ctx.tera_context().map_err(|e| describe(&e))?;
     let out = tera
         .render(TEMPLATE_NAME, &context)
@@ -359,6 +361,49 @@ pub fn may_be_slow(template: &str) -> bool {
 /// Parses a template without rendering it: syntax errors and the features
 /// we refuse (macros, which can recurse without bound; extends/import).
 pub fn check_syntax(template: &str) -> Result<(), String> {
+    parse(template).map(drop)
+}
+
+/// Parsed templates by their text: the same few templates come back on
+/// every review of the same manifests, and parsing is the dearest part of a
+/// render. Bounded by the text it holds; emptied when full.
+static PARSED: LazyLock<std::sync::Mutex<ParseCache>> = LazyLock::new(Default::default);
+
+/// Most template text the parse cache holds, in bytes.
+const PARSE_CACHE_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Default)]
+struct ParseCache {
+    templates: HashMap<String, Arc<tera::Template>>,
+    bytes: usize,
+}
+
+fn parse_cached(template: &str) -> Result<tera::Template, String> {
+    let cache = |f: &mut dyn FnMut(&mut ParseCache)| {
+        if let Ok(mut guard) = PARSED.lock() {
+            f(&mut guard);
+        }
+    };
+    let mut hit = None;
+    cache(&mut |c| hit = c.templates.get(template).cloned());
+    if let Some(parsed) = hit {
+        return Ok(tera::Template::clone(&parsed));
+    }
+    let parsed = Arc::new(parse(template)?);
+    cache(&mut |c| {
+        if c.bytes + template.len() > PARSE_CACHE_BYTES {
+            c.templates.clear();
+            c.bytes = 0;
+        }
+        if template.len() <= PARSE_CACHE_BYTES {
+            c.bytes += template.len();
+            c.templates.insert(template.to_owned(), Arc::clone(&parsed));
+        }
+    });
+    Ok(tera::Template::clone(&parsed))
+}
+
+fn parse(template: &str) -> Result<tera::Template, String> {
     let parsed = tera::Template::new(TEMPLATE_NAME, None, template).map_err(|e| describe(&e))?;
     if !parsed.macros.is_empty() || !parsed.imported_macro_files.is_empty() {
         return Err("macros are not supported in templates".into());
@@ -366,7 +411,7 @@ pub fn check_syntax(template: &str) -> Result<(), String> {
     if parsed.parent.is_some() {
         return Err("extends is not supported in templates".into());
     }
-    Ok(())
+    Ok(parsed)
 }
 
 fn describe(e: &tera::Error) -> String {

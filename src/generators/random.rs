@@ -121,22 +121,29 @@ impl CharsetConfig {
     }
 
     /// The union of all enabled characters, in a stable order.
-    pub fn charset(&self) -> String {
-        let mut all: Vec<char> = self.classes().into_iter().flat_map(|c| c.chars).collect();
-        all.sort_unstable();
-        all.dedup();
-        all.into_iter().collect()
+    /// [`draw`](Self::draw) and the charset (every usable character,
+    /// sorted) at once, the classes built once.
+    pub fn draw_with_charset(&self) -> (String, String) {
+        let classes = self.classes();
+        let union = union(&classes);
+        (
+            self.draw_from(&classes, &union),
+            union.into_iter().collect(),
+        )
     }
 
     /// Draws the string: each class's minimum first, the rest from the union,
     /// then a uniform shuffle. Every draw is uniform (no modulo bias).
     pub fn draw(&self) -> String {
-        let mut rng = rand::rng();
         let classes = self.classes();
-        let union: Vec<char> = self.charset().chars().collect();
+        self.draw_from(&classes, &union(&classes))
+    }
+
+    fn draw_from(&self, classes: &[Class], union: &[char]) -> String {
+        let mut rng = rand::rng();
         let len = usize::try_from(self.length).unwrap_or(usize::MAX);
         let mut out: Vec<char> = Vec::with_capacity(len);
-        for class in &classes {
+        for class in classes {
             for _ in 0..class.min {
                 if let Some(c) = class.chars.choose(&mut rng) {
                     out.push(*c);
@@ -157,6 +164,17 @@ impl CharsetConfig {
     }
 }
 
+/// Every character of the classes, sorted, once each.
+fn union(classes: &[Class]) -> Vec<char> {
+    let mut all: Vec<char> = classes
+        .iter()
+        .flat_map(|c| c.chars.iter().copied())
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
 pub struct RandomPassword;
 
 /// Longest password we generate; the ancestor allowed a million characters.
@@ -173,9 +191,10 @@ impl Generator for RandomPassword {
     }
 
     fn generate(config: &CharsetConfig, _: &Limits) -> Result<Outputs, String> {
+        let (value, charset) = config.draw_with_charset();
         Ok(Outputs::new()
-            .with("value", config.draw())
-            .with("charset", config.charset())
+            .with("value", value)
+            .with("charset", charset)
             .with("length", config.length)
             .with("generatedAt", now_rfc3339()))
     }
@@ -192,9 +211,8 @@ impl Generator for RandomString {
     }
 
     fn generate(config: &CharsetConfig, _: &Limits) -> Result<Outputs, String> {
-        Ok(Outputs::new()
-            .with("value", config.draw())
-            .with("charset", config.charset()))
+        let (value, charset) = config.draw_with_charset();
+        Ok(Outputs::new().with("value", value).with("charset", charset))
     }
 }
 
@@ -390,9 +408,8 @@ mod tests {
         }));
         c.validate(MAX_PASSWORD_LENGTH)
             .unwrap_or_else(|e| panic!("{e}"));
-        let charset = c.charset();
         for _ in 0..200 {
-            let p = c.draw();
+            let (p, charset) = c.draw_with_charset();
             assert_eq!(p.chars().count(), 20);
             assert!(p.chars().all(|ch| charset.contains(ch)));
             assert!(!p.contains(['/', '\'', '"', '@']));
