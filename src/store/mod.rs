@@ -4,6 +4,10 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "azure")]
+pub mod azure;
+#[cfg(feature = "gcp")]
+pub mod gcp;
 #[cfg(feature = "http-client")]
 pub mod http;
 pub mod memory;
@@ -221,6 +225,10 @@ pub const STORE_TYPES: &[&str] = &[
     vault::TYPE,
     #[cfg(feature = "s3")]
     s3::TYPE,
+    #[cfg(feature = "gcp")]
+    gcp::TYPE,
+    #[cfg(feature = "azure")]
+    azure::TYPE,
 ];
 
 /// Checks a store's type-specific settings without connecting anywhere.
@@ -235,6 +243,10 @@ pub fn validate_settings(config: &crate::config::StoreConfig) -> Result<(), Stri
         vault::TYPE => vault::validate(config),
         #[cfg(feature = "s3")]
         s3::TYPE => s3::validate(config),
+        #[cfg(feature = "gcp")]
+        gcp::TYPE => gcp::validate(config),
+        #[cfg(feature = "azure")]
+        azure::TYPE => azure::validate(config),
         other => Err(format!(
             "store type {other:?} is not available in this build (available: {})",
             STORE_TYPES.join(", ")
@@ -266,6 +278,10 @@ pub async fn build(config: &crate::config::StoreConfig) -> Result<DynStore, Stri
         vault::TYPE => Ok(Arc::new(vault::VaultStore::build(config).await?)),
         #[cfg(feature = "s3")]
         s3::TYPE => Ok(Arc::new(s3::S3Store::build(config).await?)),
+        #[cfg(feature = "gcp")]
+        gcp::TYPE => Ok(Arc::new(gcp::GcpSecretManagerStore::build(config).await?)),
+        #[cfg(feature = "azure")]
+        azure::TYPE => Ok(Arc::new(azure::AzureKeyVaultStore::build(config).await?)),
         other => Err(format!(
             "store type {other:?} is not available in this build"
         )),
