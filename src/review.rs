@@ -269,6 +269,7 @@ impl Snapshot {
             .await?;
         missing = outcome.values;
         let mirrored = outcome.stores;
+        let versions = outcome.versions;
 
         let mut ann = BTreeMap::new();
         ann.insert(
@@ -289,9 +290,7 @@ impl Snapshot {
                 hex::encode(sha2::Sha256::digest(t.as_bytes())),
             );
         }
-        if !mirrored.is_empty() {
-            ann.insert(spec::ANN_MIRRORED_TO.to_owned(), mirrored.join(","));
-        }
+        mirror_annotations(&mut ann, &mirrored, &versions);
         let mut patch = PatchBuilder::new();
         patch.set_data(subject.secret.data.is_some(), &missing);
         patch.set_annotations(subject.secret.metadata.annotations.is_some(), &ann);
@@ -400,7 +399,7 @@ impl Snapshot {
                     &mut mutation.warnings,
                 )
                 .await?;
-            let mirrored = outcome.stores;
+            let (mirrored, versions) = (outcome.stores, outcome.versions);
             let mut all_generated: BTreeSet<String> =
                 split_keys(old_generated).into_iter().collect();
             all_generated.extend(chosen.keys().cloned());
@@ -412,9 +411,7 @@ impl Snapshot {
                 spec::ANN_GENERATED_KEYS.to_owned(),
                 join_keys(all_generated.iter()),
             );
-            if !mirrored.is_empty() {
-                ann.insert(spec::ANN_MIRRORED_TO.to_owned(), mirrored.join(","));
-            }
+            mirror_annotations(&mut ann, &mirrored, &versions);
             mutation.generated_keys = chosen.keys().cloned().collect();
             restored_keys.retain(|k| !chosen.contains_key(k));
             data.retain(|k, _| !chosen.contains_key(k));
@@ -825,4 +822,16 @@ fn split_keys(list: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// `mirrored-to` (the store names) and `mirrored-versions` (`store@version`
+/// where the store gave one: Azure's version id, a Vault or GCP version
+/// number, an S3 version id) for a mirror that wrote something.
+fn mirror_annotations(ann: &mut BTreeMap<String, String>, stores: &[String], versions: &[String]) {
+    if !stores.is_empty() {
+        ann.insert(spec::ANN_MIRRORED_TO.to_owned(), stores.join(","));
+    }
+    if !versions.is_empty() {
+        ann.insert(spec::ANN_MIRRORED_VERSIONS.to_owned(), versions.join(","));
+    }
 }

@@ -25,14 +25,17 @@ pub const ANN_GENERATED_KEYS: &str = "secret-santa.io/generated-keys";
 pub const ANN_GENERATOR_TYPES: &str = "secret-santa.io/generator-types";
 pub const ANN_TEMPLATE_CHECKSUM: &str = "secret-santa.io/template-checksum";
 pub const ANN_MIRRORED_TO: &str = "secret-santa.io/mirrored-to";
+/// `store@version` for each store that gave a version id, comma-separated.
+pub const ANN_MIRRORED_VERSIONS: &str = "secret-santa.io/mirrored-versions";
 
 /// The annotations the webhook writes (never values).
-pub const METADATA_ANNOTATIONS: [&str; 5] = [
+pub const METADATA_ANNOTATIONS: [&str; 6] = [
     ANN_GENERATED_AT,
     ANN_GENERATED_KEYS,
     ANN_GENERATOR_TYPES,
     ANN_TEMPLATE_CHECKSUM,
     ANN_MIRRORED_TO,
+    ANN_MIRRORED_VERSIONS,
 ];
 
 /// The type and length the `autogenerate` shorthand uses.

@@ -181,6 +181,12 @@ async fn real_apiserver_mirrors_to_aws_vault_and_s3() {
         .collect();
     mirrored.sort_unstable();
     assert_eq!(mirrored, ["aws", "s3", "ssm", "vault"]);
+    // The versions the stores gave: Vault's first KV v2 version among them.
+    let versions = annotation(&created, "secret-santa.io/mirrored-versions").unwrap();
+    assert!(
+        versions.split(',').any(|v| v == "vault@1"),
+        "mirrored-versions {versions:?}"
+    );
 
     // Secrets Manager: a JSON object of the keys, tagged as ours.
     let got = sm

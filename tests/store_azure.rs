@@ -850,6 +850,13 @@ async fn regenerate_adds_a_version_and_reports_its_id() {
         "the vault follows the regenerated Secret"
     );
     assert_owned(&versions[1].tags, "db", "ownership kept");
+    // The Secret carries the version ids Key Vault gave.
+    let patched = apply(&new, &answer);
+    assert_eq!(
+        patched["metadata"]["annotations"]["secret-santa.io/mirrored-versions"],
+        json!(format!("akv@{}", versions[1].id)),
+        "the new version id is on the Secret"
+    );
 
     // `put` reports the version id Key Vault gave the new version.
     let kv = w.store("akv").await;
