@@ -157,12 +157,16 @@ pub struct FaultProxy {
     pub endpoint: String,
     rules: std::sync::Arc<std::sync::Mutex<Vec<Rule>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    held: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 struct Rule {
     operation: String,
+    /// 0: not an error but a delay, then the request goes through;
+    /// 1: held until the proxy stops, never forwarded.
     status: u16,
     error_type: String,
+    delay: Duration,
     remaining: usize,
 }
 
@@ -172,16 +176,17 @@ impl FaultProxy {
         let port = listener.local_addr().unwrap().port();
         let rules: std::sync::Arc<std::sync::Mutex<Vec<Rule>>> = Default::default();
         let stop: std::sync::Arc<std::sync::atomic::AtomicBool> = Default::default();
-        let (r, s) = (rules.clone(), stop.clone());
+        let held: std::sync::Arc<std::sync::atomic::AtomicUsize> = Default::default();
+        let (r, s, h) = (rules.clone(), stop.clone(), held.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(std::sync::atomic::Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let r = r.clone();
+                let (r, s, h) = (r.clone(), s.clone(), h.clone());
                 std::thread::spawn(move || {
-                    let _ = proxy_one(conn, upstream, &r);
+                    let _ = proxy_one(conn, upstream, &r, &s, &h);
                 });
             }
         });
@@ -190,7 +195,25 @@ impl FaultProxy {
             endpoint: format!("http://127.0.0.1:{port}"),
             rules,
             stop,
+            held,
         }
+    }
+
+    /// The next `times` calls of `operation` are held and never forwarded
+    /// (a request lost with the process that sent it).
+    pub fn hang(&self, operation: &str, times: usize) {
+        self.rules.lock().unwrap().push(Rule {
+            operation: operation.to_owned(),
+            status: 1,
+            error_type: String::new(),
+            delay: Duration::ZERO,
+            remaining: times,
+        });
+    }
+
+    /// Requests held by [`hang`](Self::hang) so far.
+    pub fn held(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The next `times` calls of `operation` (e.g. `PutParameter`) get
@@ -200,6 +223,20 @@ impl FaultProxy {
             operation: operation.to_owned(),
             status,
             error_type: error_type.to_owned(),
+            delay: Duration::ZERO,
+            remaining: times,
+        });
+    }
+
+    /// The next `times` calls of `operation` are held for `delay`, then
+    /// forwarded to moto all the same (as a slow AWS endpoint would still
+    /// carry out a request its client gave up on).
+    pub fn delay(&self, operation: &str, delay: Duration, times: usize) {
+        self.rules.lock().unwrap().push(Rule {
+            operation: operation.to_owned(),
+            status: 0,
+            error_type: String::new(),
+            delay,
             remaining: times,
         });
     }
@@ -274,6 +311,8 @@ fn proxy_one(
     mut client: TcpStream,
     upstream: u16,
     rules: &std::sync::Mutex<Vec<Rule>>,
+    stop: &std::sync::atomic::AtomicBool,
+    held: &std::sync::atomic::AtomicUsize,
 ) -> std::io::Result<()> {
     let (head, body) = read_message(&mut client)?;
     let target = header(&head, "x-amz-target").unwrap_or("").to_owned();
@@ -284,10 +323,19 @@ fn proxy_one(
             .find(|r| r.remaining > 0 && target.rsplit('.').next() == Some(r.operation.as_str()))
             .map(|r| {
                 r.remaining -= 1;
-                (r.status, r.error_type.clone())
+                (r.status, r.error_type.clone(), r.delay)
             })
     };
-    if let Some((status, error_type)) = injected {
+    if let Some((1, _, _)) = injected {
+        held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        return Ok(());
+    }
+    if let Some((0, _, delay)) = injected {
+        std::thread::sleep(delay);
+    } else if let Some((status, error_type, _)) = injected {
         let body = format!(r#"{{"__type":"{error_type}","message":"injected by the test proxy"}}"#);
         write!(
             client,
