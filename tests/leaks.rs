@@ -1,6 +1,7 @@
 //! No generated value may appear in logs (even at `trace`), metrics, denial
 //! messages or warnings. Runs many scenarios through the real binary, then
 //! searches everything it said for every value it generated.
+#![cfg(feature = "aws")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -9,6 +10,7 @@ use std::collections::BTreeSet;
 
 use base64::Engine as _;
 use common::harness::{Client, Server, make_certs};
+use common::moto::{Moto, REGION, free_port};
 use common::*;
 use serde_json::{Value, json};
 
@@ -17,9 +19,26 @@ async fn generated_values_never_leak() {
     let dir = tempfile::tempdir().unwrap();
     make_certs(dir.path());
     let config = dir.path().join("config.yaml");
+    // Real SDK stores too (on moto, and one whose port is closed): at
+    // `trace` the AWS SDK logs its own requests, and a failing store's
+    // denial carries the SDK's error.
+    let moto = Moto::start();
+    std::fs::write(dir.path().join("id"), "test\n").unwrap();
+    std::fs::write(dir.path().join("secret"), "test\n").unwrap();
+    let auth = format!(
+        "{{ method: accessKey, accessKeyIdFile: {}, secretAccessKeyFile: {} }}",
+        dir.path().join("id").display(),
+        dir.path().join("secret").display()
+    );
     std::fs::write(
         &config,
-        "clusterId: leak\nstores:\n  - name: mem\n    type: memory\n    namespaces: [\"shop\"]\n  - name: elsewhere\n    type: memory\n    namespaces: [\"billing\"]\n",
+        format!(
+            "clusterId: leak\nstores:\n  - name: mem\n    type: memory\n    namespaces: [\"shop\"]\n  - name: elsewhere\n    type: memory\n    namespaces: [\"billing\"]\n  \
+             - name: sm\n    type: aws-secrets-manager\n    region: {REGION}\n    endpoint: {}\n    auth: {auth}\n    namespaces: [\"shop\"]\n  \
+             - name: sm-down\n    type: aws-secrets-manager\n    region: {REGION}\n    endpoint: http://127.0.0.1:{}\n    auth: {auth}\n    namespaces: [\"shop\"]\n    deadline: 1s\n",
+            moto.endpoint,
+            free_port()
+        ),
     )
     .unwrap();
     let server = Server::start(
@@ -80,6 +99,16 @@ async fn generated_values_never_leak() {
         SecretDoc::new("g").labelled().generators(pass).template("password: [{{ pass.value | json }}\n"),
         SecretDoc::new("h").labelled().generators(&format!("{pass}- name: n\n  type: random_integer\n  config: {{ min: \"{{{{ pass.value }}}}\" }}\n")).template("x: y\n"),
         SecretDoc::new("i").labelled().autogenerate("password").annotate("secret-santa.io/mirror", "- store: elsewhere\n"),
+        // Real stores: written (the SDK's trace logging on), and down.
+        SecretDoc::new("j").labelled().generators(pass).template("password: {{ pass.value | json }}\n").annotate("secret-santa.io/mirror", "- store: sm\n"),
+        SecretDoc::new("k").labelled().generators(pass).template("password: {{ pass.value | json }}\n").annotate("secret-santa.io/mirror", "- store: sm-down\n"),
+        // Keys and certificates, PEM and OpenSSH.
+        SecretDoc::new("l").labelled().typed("kubernetes.io/tls")
+            .generators("- name: key\n  type: tls_private_key\n  config: { algorithm: ED25519 }\n- name: cert\n  type: tls_self_signed_cert\n  config: { key_pem: \"{{ key.private_key_pem }}\", common_name: db }\n")
+            .template("tls.crt: {{ cert.cert_pem | json }}\ntls.key: {{ key.private_key_pem | json }}\n"),
+        SecretDoc::new("m").labelled()
+            .generators("- name: ssh\n  type: ssh_keypair\n- name: auth\n  type: basic_auth\n")
+            .template("id: {{ ssh.private_key_openssh | json }}\npub: {{ ssh.public_key_openssh | json }}\nhtpasswd: {{ auth.htpasswd | json }}\npassword: {{ auth.password | json }}\n"),
     ];
     for doc in &docs {
         let obj = doc.value();
@@ -115,6 +144,14 @@ async fn generated_values_never_leak() {
         log.contains("\"level\":\"TRACE\"") || log.contains("TRACE"),
         "trace logging was on"
     );
+    assert!(
+        log.contains("aws_smithy"),
+        "the AWS SDK's own trace logging was on"
+    );
+    assert!(
+        said.iter().any(|m| m.contains("sm-down") && m.contains("not reachable")),
+        "a failing real store was denied"
+    );
     let haystacks = [
         ("log", log.as_str()),
         ("metrics", metrics.as_str()),
@@ -124,6 +161,20 @@ async fn generated_values_never_leak() {
     for v in &values {
         if v.len() < 6 {
             continue;
+        }
+        // A multi-line value (a PEM key) also must not show line by line.
+        let mut lines: Vec<String> = v
+            .lines()
+            .filter(|l| l.len() >= 16 && !l.starts_with("-----"))
+            .map(str::to_owned)
+            .collect();
+        lines.retain(|l| l != v);
+        for line in &lines {
+            for (name, text) in &haystacks {
+                if text.contains(line.as_str()) {
+                    leaks.push(format!("a line of a generated value appears in {name}"));
+                }
+            }
         }
         let forms = [
             v.clone(),
