@@ -10,6 +10,8 @@ pub mod azure;
 pub mod gcp;
 #[cfg(feature = "http-client")]
 pub mod http;
+#[cfg(feature = "ibm")]
+pub mod ibm;
 pub mod memory;
 #[cfg(feature = "s3")]
 pub mod s3;
@@ -229,6 +231,8 @@ pub const STORE_TYPES: &[&str] = &[
     gcp::TYPE,
     #[cfg(feature = "azure")]
     azure::TYPE,
+    #[cfg(feature = "ibm")]
+    ibm::TYPE,
 ];
 
 /// Checks a store's type-specific settings without connecting anywhere.
@@ -247,6 +251,8 @@ pub fn validate_settings(config: &crate::config::StoreConfig) -> Result<(), Stri
         gcp::TYPE => gcp::validate(config),
         #[cfg(feature = "azure")]
         azure::TYPE => azure::validate(config),
+        #[cfg(feature = "ibm")]
+        ibm::TYPE => ibm::validate(config),
         other => Err(format!(
             "store type {other:?} is not available in this build (available: {})",
             STORE_TYPES.join(", ")
@@ -282,6 +288,8 @@ pub async fn build(config: &crate::config::StoreConfig) -> Result<DynStore, Stri
         gcp::TYPE => Ok(Arc::new(gcp::GcpSecretManagerStore::build(config).await?)),
         #[cfg(feature = "azure")]
         azure::TYPE => Ok(Arc::new(azure::AzureKeyVaultStore::build(config).await?)),
+        #[cfg(feature = "ibm")]
+        ibm::TYPE => Ok(Arc::new(ibm::IbmSecretsManagerStore::build(config).await?)),
         other => Err(format!(
             "store type {other:?} is not available in this build"
         )),
