@@ -149,7 +149,8 @@ async fn generated_values_never_leak() {
         "the AWS SDK's own trace logging was on"
     );
     assert!(
-        said.iter().any(|m| m.contains("sm-down") && m.contains("not reachable")),
+        said.iter()
+            .any(|m| m.contains("sm-down") && m.contains("not reachable")),
         "a failing real store was denied"
     );
     let haystacks = [

@@ -1013,4 +1013,3 @@ async fn the_cli_mirrors_with_the_default_credential_chain() {
         Some("cli")
     );
 }
-

@@ -72,7 +72,10 @@ async fn serves_reviews_over_verified_tls() {
     // (tests/leaks.rs checks no value ever is).
     let log = server.log();
     assert!(log.contains("secret_santa::webhook: allowed"), "{log}");
-    assert!(!log.contains('\u{1b}'), "no ANSI colour codes in a log file");
+    assert!(
+        !log.contains('\u{1b}'),
+        "no ANSI colour codes in a log file"
+    );
 }
 
 /// Runs openssl (installed by `.ci/install.sh`) in `dir`.
