@@ -2,6 +2,8 @@
 //! in-memory backend for tests, and one contract every backend satisfies
 //! (`tests/store_contract.rs`).
 
+#[cfg(feature = "alibaba")]
+pub mod alibaba;
 #[cfg(feature = "aws")]
 pub mod aws;
 #[cfg(feature = "azure")]
@@ -233,6 +235,8 @@ pub const STORE_TYPES: &[&str] = &[
     azure::TYPE,
     #[cfg(feature = "ibm")]
     ibm::TYPE,
+    #[cfg(feature = "alibaba")]
+    alibaba::TYPE,
 ];
 
 /// Checks a store's type-specific settings without connecting anywhere.
@@ -253,6 +257,8 @@ pub fn validate_settings(config: &crate::config::StoreConfig) -> Result<(), Stri
         azure::TYPE => azure::validate(config),
         #[cfg(feature = "ibm")]
         ibm::TYPE => ibm::validate(config),
+        #[cfg(feature = "alibaba")]
+        alibaba::TYPE => alibaba::validate(config),
         other => Err(format!(
             "store type {other:?} is not available in this build (available: {})",
             STORE_TYPES.join(", ")
@@ -290,6 +296,8 @@ pub async fn build(config: &crate::config::StoreConfig) -> Result<DynStore, Stri
         azure::TYPE => Ok(Arc::new(azure::AzureKeyVaultStore::build(config).await?)),
         #[cfg(feature = "ibm")]
         ibm::TYPE => Ok(Arc::new(ibm::IbmSecretsManagerStore::build(config).await?)),
+        #[cfg(feature = "alibaba")]
+        alibaba::TYPE => Ok(Arc::new(alibaba::AlibabaKmsStore::build(config).await?)),
         other => Err(format!(
             "store type {other:?} is not available in this build"
         )),
