@@ -15,6 +15,8 @@ pub mod http;
 #[cfg(feature = "ibm")]
 pub mod ibm;
 pub mod memory;
+#[cfg(feature = "oci")]
+pub mod oci;
 #[cfg(feature = "s3")]
 pub mod s3;
 #[cfg(feature = "vault")]
@@ -237,6 +239,8 @@ pub const STORE_TYPES: &[&str] = &[
     ibm::TYPE,
     #[cfg(feature = "alibaba")]
     alibaba::TYPE,
+    #[cfg(feature = "oci")]
+    oci::TYPE,
 ];
 
 /// Checks a store's type-specific settings without connecting anywhere.
@@ -259,6 +263,8 @@ pub fn validate_settings(config: &crate::config::StoreConfig) -> Result<(), Stri
         ibm::TYPE => ibm::validate(config),
         #[cfg(feature = "alibaba")]
         alibaba::TYPE => alibaba::validate(config),
+        #[cfg(feature = "oci")]
+        oci::TYPE => oci::validate(config),
         other => Err(format!(
             "store type {other:?} is not available in this build (available: {})",
             STORE_TYPES.join(", ")
@@ -298,6 +304,8 @@ pub async fn build(config: &crate::config::StoreConfig) -> Result<DynStore, Stri
         ibm::TYPE => Ok(Arc::new(ibm::IbmSecretsManagerStore::build(config).await?)),
         #[cfg(feature = "alibaba")]
         alibaba::TYPE => Ok(Arc::new(alibaba::AlibabaKmsStore::build(config).await?)),
+        #[cfg(feature = "oci")]
+        oci::TYPE => Ok(Arc::new(oci::OciVaultStore::build(config).await?)),
         other => Err(format!(
             "store type {other:?} is not available in this build"
         )),
