@@ -1610,8 +1610,6 @@ impl SecretStore for OciVaultStore {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use aws_lc_rs::encoding::AsDer as _;
-    use aws_lc_rs::signature::KeyPair as _;
 
     // Oracle's documented test values: "Request Signatures", sections "Test
     // Values" and "Example Signed Requests", Oracle Cloud Infrastructure

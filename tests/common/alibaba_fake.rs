@@ -1696,7 +1696,7 @@ impl State {
             return Answer::text(405, "Method Not Allowed");
         }
         let valid_token = token.is_some_and(|t| self.metadata_tokens.contains(t));
-        if (self.imds_v2_required && !valid_token) || (token.is_some() && !valid_token) {
+        if (self.imds_v2_required || token.is_some()) && !valid_token {
             logged.action = "metadata:refused".into();
             return Answer::text(403, "Forbidden");
         }
