@@ -240,47 +240,6 @@ fn denied(answer: &Value, store: &str, also: &[&str]) -> String {
     msg
 }
 
-fn assert_owned(tags: &BTreeMap<String, String>, name: &str, what: &str) {
-    for (k, v) in [
-        ("secret-santa-managed-by", "secret-santa"),
-        ("secret-santa-cluster", "test-cluster"),
-        ("secret-santa-namespace", "shop"),
-        ("secret-santa-name", name),
-    ] {
-        assert_eq!(tags.get(k).map(String::as_str), Some(v), "{what}: {k}");
-    }
-    assert!(
-        tags.get("secret-santa-key-set")
-            .is_some_and(|s| s.len() == 16),
-        "{what}: key set"
-    );
-}
-
-fn owner(name: &str) -> Ownership {
-    Ownership {
-        cluster_id: "test-cluster".into(),
-        namespace: "shop".into(),
-        name: name.into(),
-        key_set: "0123456789abcdef".into(),
-    }
-}
-
-fn json_options() -> WriteOptions {
-    WriteOptions {
-        content_type: "application/json",
-        ..Default::default()
-    }
-}
-
-/// A store config as the admin config would hold it.
-fn azure_config(settings: Value) -> StoreConfig {
-    let mut doc = json!({"name": "kv", "type": "azure-key-vault", "namespaces": ["*"]});
-    doc.as_object_mut()
-        .unwrap()
-        .extend(settings.as_object().unwrap().clone());
-    serde_json::from_value(doc).unwrap()
-}
-
 // ---------------------------------------------------------------------------
 // The shared contract, with each login.
 
@@ -936,7 +895,8 @@ async fn settings_and_credential_files_fail_the_build_naming_the_key() {
         ),
     ];
     for (settings, needle) in cases {
-        let err = match store::build(&azure_config(settings.clone())).await {
+        let err = match store::build(&store_config("kv", "azure-key-vault", settings.clone())).await
+        {
             Ok(_) => panic!("{settings}: built"),
             Err(e) => e,
         };

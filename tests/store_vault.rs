@@ -21,7 +21,7 @@ use common::*;
 use secret_santa::config::{AdminConfig, StoreConfig};
 use secret_santa::secret::SecretValue;
 use secret_santa::store::vault::{KvVersion, V1_OWNER_FIELD, VaultStore};
-use secret_santa::store::{self, CreateOutcome, Ownership, StoreError, Stores, WriteOptions};
+use secret_santa::store::{self, CreateOutcome, Ownership, StoreError, Stores};
 use secret_santa::{App, Reviewer};
 use serde_json::{Value, json};
 
@@ -253,22 +253,6 @@ fn denied(answer: &Value, store: &str, also: &[&str]) -> String {
     msg
 }
 
-fn assert_owned(tags: &BTreeMap<String, String>, name: &str, what: &str) {
-    for (k, v) in [
-        ("secret-santa-managed-by", "secret-santa"),
-        ("secret-santa-cluster", "test-cluster"),
-        ("secret-santa-namespace", "shop"),
-        ("secret-santa-name", name),
-    ] {
-        assert_eq!(tags.get(k).map(String::as_str), Some(v), "{what}: {k}");
-    }
-    assert!(
-        tags.get("secret-santa-key-set")
-            .is_some_and(|s| s.len() == 16),
-        "{what}: key set"
-    );
-}
-
 /// The KV v1 ownership field of an entry, as tags; the rest as data.
 fn split_v1(
     mut raw: serde_json::Map<String, Value>,
@@ -276,31 +260,6 @@ fn split_v1(
     let owner = common::openbao::strings(raw.get(V1_OWNER_FIELD));
     raw.remove(V1_OWNER_FIELD);
     (common::openbao::strings(Some(&Value::Object(raw))), owner)
-}
-
-fn owner(name: &str) -> Ownership {
-    Ownership {
-        cluster_id: "test-cluster".into(),
-        namespace: "shop".into(),
-        name: name.into(),
-        key_set: "0123456789abcdef".into(),
-    }
-}
-
-fn json_options() -> WriteOptions {
-    WriteOptions {
-        content_type: "application/json",
-        ..Default::default()
-    }
-}
-
-/// A store config as the admin config would hold it.
-fn vault_config(settings: Value) -> StoreConfig {
-    let mut doc = json!({"name": "v", "type": "vault", "namespaces": ["*"]});
-    doc.as_object_mut()
-        .unwrap()
-        .extend(settings.as_object().unwrap().clone());
-    serde_json::from_value(doc).unwrap()
 }
 
 // ---------------------------------------------------------------------------
@@ -682,7 +641,11 @@ async fn the_kv_version_is_detected_from_the_mount() {
     std::fs::write(&root, &w.bao.root_token).unwrap();
     let root = json!({"method": "token", "tokenFile": root});
     let build = |mount: &str, auth: &Value| {
-        let c = vault_config(json!({"address": w.bao.address, "mount": mount, "auth": auth}));
+        let c = store_config(
+            "v",
+            "vault",
+            json!({"address": w.bao.address, "mount": mount, "auth": auth}),
+        );
         async move { VaultStore::build(&c).await.unwrap() }
     };
     // With the webhook's scoped policy: it can see the mounts it may use.
@@ -945,7 +908,7 @@ async fn settings_and_credential_files_fail_the_build_naming_the_key() {
         ),
     ];
     for (settings, needle) in cases {
-        let err = match store::build(&vault_config(settings.clone())).await {
+        let err = match store::build(&store_config("v", "vault", settings.clone())).await {
             Ok(_) => panic!("{settings}: built"),
             Err(e) => e,
         };

@@ -2,17 +2,9 @@
 //! ownership tags, put of a new value, absent reads.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use super::owner;
 use secret_santa::secret::SecretValue;
-use secret_santa::store::{CreateOutcome, DynStore, Ownership, WriteOptions};
-
-fn owner(name: &str) -> Ownership {
-    Ownership {
-        cluster_id: "test-cluster".into(),
-        namespace: "shop".into(),
-        name: name.into(),
-        key_set: "0123456789abcdef".into(),
-    }
-}
+use secret_santa::store::{CreateOutcome, DynStore, WriteOptions};
 
 /// Runs the contract against `store`; remote names are made under `prefix`
 /// so several runs can share one server.

@@ -202,3 +202,57 @@ pub fn data_of(secret: &Secret) -> BTreeMap<String, String> {
 pub fn annotations_of(secret: &Secret) -> BTreeMap<String, String> {
     secret.metadata.annotations.clone().unwrap_or_default()
 }
+
+// ---- store tests --------------------------------------------------------
+
+/// The owner the store tests write as: Secret `shop/<name>` of cluster
+/// `test-cluster`.
+pub fn owner(name: &str) -> secret_santa::store::Ownership {
+    secret_santa::store::Ownership {
+        cluster_id: "test-cluster".into(),
+        namespace: "shop".into(),
+        name: name.into(),
+        key_set: "0123456789abcdef".into(),
+    }
+}
+
+/// Write options of a `json`-format destination with no extras.
+pub fn json_options() -> secret_santa::store::WriteOptions {
+    secret_santa::store::WriteOptions {
+        content_type: "application/json",
+        ..Default::default()
+    }
+}
+
+/// The ownership tags of Secret `shop/<name>` of `test-cluster`, with a
+/// key-set hash.
+pub fn assert_owned(tags: &BTreeMap<String, String>, name: &str, what: &str) {
+    for (k, v) in [
+        ("secret-santa-managed-by", "secret-santa"),
+        ("secret-santa-cluster", "test-cluster"),
+        ("secret-santa-namespace", "shop"),
+        ("secret-santa-name", name),
+    ] {
+        assert_eq!(tags.get(k).map(String::as_str), Some(v), "{what}: {k}");
+    }
+    assert!(
+        tags.get("secret-santa-key-set")
+            .is_some_and(|s| s.len() == 16),
+        "{what}: key set"
+    );
+}
+
+/// A store config as the admin config would hold it: `settings` (the
+/// type's own keys and any common ones) on a store `name` of `store_type`
+/// open to every namespace.
+pub fn store_config(
+    name: &str,
+    store_type: &str,
+    settings: Value,
+) -> secret_santa::config::StoreConfig {
+    let mut doc = json!({"name": name, "type": store_type, "namespaces": ["*"]});
+    doc.as_object_mut()
+        .unwrap()
+        .extend(settings.as_object().unwrap().clone());
+    serde_json::from_value(doc).unwrap()
+}
