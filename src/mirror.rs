@@ -286,7 +286,7 @@ pub fn encode(format: MirrorFormat, keys: &[String], values: &SecretData) -> Sec
                 .collect();
             let mut value = serde_json::Value::Object(map);
             let bytes = serde_json::to_vec(&value).unwrap_or_default();
-            wipe(&mut value);
+            crate::secret::wipe_json(&mut value);
             SecretValue::new(bytes)
         }
         MirrorFormat::Dotenv => {
@@ -306,15 +306,6 @@ pub fn encode(format: MirrorFormat, keys: &[String], values: &SecretData) -> Sec
     }
 }
 
-fn wipe(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::String(s) => zeroize::Zeroize::zeroize(s),
-        serde_json::Value::Object(o) => o.values_mut().for_each(wipe),
-        serde_json::Value::Array(a) => a.iter_mut().for_each(wipe),
-        _ => {}
-    }
-}
-
 /// Reads the chosen keys back from a stored payload; `None` when the payload
 /// does not have the expected shape.
 pub fn decode(format: MirrorFormat, keys: &[String], payload: &SecretValue) -> Option<SecretData> {
@@ -327,7 +318,7 @@ pub fn decode(format: MirrorFormat, keys: &[String], payload: &SecretValue) -> O
                 let v = doc.get(k)?.as_str()?;
                 out.insert(k.clone(), SecretValue::from_string(v.to_owned()));
             }
-            wipe(&mut doc);
+            crate::secret::wipe_json(&mut doc);
             Some(out)
         }
         MirrorFormat::Dotenv => {

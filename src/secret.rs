@@ -97,3 +97,14 @@ impl Drop for Outputs {
         }
     }
 }
+
+/// Zeroizes every string in a JSON value (values being dropped that held
+/// secret material).
+pub fn wipe_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => zeroize::Zeroize::zeroize(s),
+        serde_json::Value::Object(o) => o.values_mut().for_each(wipe_json),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(wipe_json),
+        _ => {}
+    }
+}

@@ -101,7 +101,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::http::{HttpClient, HttpConfig, HttpError, Response, truncate};
+use super::http::{HttpClient, HttpConfig, HttpError, Response};
+use super::text::truncate;
 use super::{
     CreateOutcome, Ownership, RemoteEntry, RemoteName, SecretStore, StoreError, TAG_KEY_SET,
     WriteOptions,
@@ -1012,7 +1013,7 @@ impl Credentials {
         let mut doc = resp.json_or_null();
         let cred = cred_of(doc.get("Credentials"))
             .map_err(|e| StoreError::Other(format!("{what}: unexpected answer from STS: {e}")));
-        wipe(&mut doc);
+        crate::secret::wipe_json(&mut doc);
         cred
     }
 
@@ -1122,7 +1123,7 @@ impl Credentials {
                 "{what}: the credentials of RAM role {role} are not available (Code {code:?})"
             )))
         };
-        wipe(&mut doc);
+        crate::secret::wipe_json(&mut doc);
         cred
     }
 }
@@ -1149,15 +1150,6 @@ fn cred_of(doc: Option<&Value>) -> Result<Cred, String> {
         expiration: Some(expiration),
         obtained: unix_now(),
     })
-}
-
-fn wipe(v: &mut Value) {
-    match v {
-        Value::String(s) => s.zeroize(),
-        Value::Object(o) => o.values_mut().for_each(wipe),
-        Value::Array(a) => a.iter_mut().for_each(wipe),
-        _ => {}
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1214,11 +1206,6 @@ impl Refusal {
     }
 }
 
-/// Whitespace collapsed.
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 /// A service message that shows no value: cut before the gateway's echo of
 /// its string to sign (which holds every request parameter), the written
 /// value removed, on one line, bounded.
@@ -1229,7 +1216,7 @@ fn scrub(message: &str, payload: Option<&SecretValue>) -> String {
         .find("server string to sign")
         .or_else(|| lower.find("string to sign"))
         .or_else(|| lower.find("stringtosign"));
-    let mut text = match cut {
+    let text = match cut {
         Some(at) => {
             let mut head = message[..at]
                 .trim_end()
@@ -1242,22 +1229,12 @@ fn scrub(message: &str, payload: Option<&SecretValue>) -> String {
         }
         None => message.to_owned(),
     };
-    text = one_line(&text);
-    if let Some(p) = payload {
-        let mut forms: Vec<String> = Vec::new();
-        if let Ok(t) = std::str::from_utf8(p.expose()) {
-            forms.push(t.to_owned());
-            forms.push(percent_encode(t));
-        }
-        forms.push(base64::engine::general_purpose::STANDARD.encode(p.expose()));
-        for form in forms.iter_mut() {
-            if form.len() >= 4 && text.contains(form.as_str()) {
-                text = text.replace(form.as_str(), "<redacted>");
-            }
-            form.zeroize();
-        }
-    }
-    truncate(text, 240)
+    // The percent-encoded form too: the RPC body sends values that way.
+    let extra = payload
+        .and_then(|p| std::str::from_utf8(p.expose()).ok())
+        .map(|t| vec![percent_encode(t)])
+        .unwrap_or_default();
+    super::text::redact(&text, payload, extra, 240)
 }
 
 fn transport_error(what: &str, e: HttpError) -> StoreError {
@@ -1947,7 +1924,7 @@ impl AlibabaKmsStore {
                 .map(str::to_owned);
             Ok::<_, &str>((payload, version))
         })();
-        wipe(&mut doc);
+        crate::secret::wipe_json(&mut doc);
         result
             .map(Some)
             .map_err(|problem| Self::unexpected(&call, problem))

@@ -108,7 +108,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::http::{HttpClient, HttpConfig, HttpError, truncate};
+use super::http::{HttpClient, HttpConfig, HttpError};
+use super::text::{one_line, truncate};
 use super::{
     CreateOutcome, Ownership, RemoteEntry, RemoteName, SecretStore, StoreError, WriteOptions,
 };
@@ -1068,39 +1069,6 @@ fn root_cause(err: &(dyn StdError + 'static)) -> String {
     one_line(&last)
 }
 
-/// Every message of an error chain, joined (the SDK wraps errors in
-/// context messages like "non-transport error occurred which will not be
-/// retried").
-fn chain_text(err: &(dyn StdError + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(err);
-    while let Some(e) = next {
-        let text = one_line(&e.to_string());
-        if !text.is_empty() && !parts.contains(&text) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    parts.join(": ")
-}
-
-/// Whitespace (Key Vault messages carry `\r\n`) collapsed.
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// A service message without the written value, bounded.
-fn scrub(message: &str, payload: Option<&SecretValue>) -> String {
-    let mut text = one_line(message);
-    if let Some(p) = payload.and_then(|p| std::str::from_utf8(p.expose()).ok())
-        && p.len() >= 4
-        && text.contains(p)
-    {
-        text = text.replace(p, "<redacted>");
-    }
-    truncate(text, 240)
-}
-
 /// What an error mapping needs to know about the call.
 struct Call<'a> {
     /// `GetSecret`, `SetSecret`, `RecoverDeletedSecret`.
@@ -1325,7 +1293,7 @@ impl AzureKeyVaultStore {
         if transport {
             return StoreError::Unavailable(format!("{what}: {cause}"));
         }
-        let text = chain_text(err);
+        let text = super::text::error_chain(Some(err), usize::MAX);
         if text.contains("doesn't match the requested domain") {
             return StoreError::Invalid(format!(
                 "{what}: the vault's authentication challenge names a resource that is not the parent domain of vaultUrl {}: {}; \
@@ -1673,6 +1641,11 @@ impl SecretStore for AzureKeyVaultStore {
         let _guard = self.lock(name).lock().await;
         self.write(name, payload, &prepared).await
     }
+}
+
+/// A service message made safe to show (see [`super::text::redact`]).
+fn scrub(message: &str, payload: Option<&SecretValue>) -> String {
+    super::text::redact(message, payload, Vec::new(), 240)
 }
 
 #[cfg(test)]

@@ -1036,25 +1036,6 @@ impl SecretStore for GcpSecretManagerStore {
     }
 }
 
-/// The messages of an error and its sources, deduplicated, joined by `: `,
-/// at most 300 characters.
-fn chain(err: Option<&(dyn StdError + 'static)>) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = err;
-    while let Some(e) = next {
-        let text = e
-            .to_string()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    truncate(parts.join(": "))
-}
-
 fn find_io<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a std::io::Error> {
     let mut next = Some(err);
     while let Some(e) = next {
@@ -1066,29 +1047,18 @@ fn find_io<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a std::io::Error> 
     None
 }
 
-/// Removes the written value from a service message and bounds its length.
-fn scrub(message: &str, payload: Option<&SecretValue>) -> String {
-    let mut text = message.to_owned();
-    if let Some(p) = payload.and_then(|p| std::str::from_utf8(p.expose()).ok())
-        && p.len() >= 4
-        && text.contains(p)
-    {
-        text = text.replace(p, "<redacted>");
-    }
-    truncate(text)
+/// The messages of an error and its sources, at most 300 characters.
+fn chain(err: Option<&(dyn StdError + 'static)>) -> String {
+    super::text::error_chain(err, 300)
 }
 
-fn truncate(mut text: String) -> String {
-    const MAX: usize = 300;
-    if text.len() > MAX {
-        let mut cut = MAX;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
-    }
-    text
+/// Removes the written value from a service message and bounds its length.
+fn scrub(message: &str, payload: Option<&SecretValue>) -> String {
+    super::text::redact(message, payload, Vec::new(), 300)
+}
+
+fn truncate(text: String) -> String {
+    super::text::truncate(text, 300)
 }
 
 #[cfg(test)]

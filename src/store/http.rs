@@ -25,6 +25,9 @@ use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
+use super::text::error_chain;
+pub use super::text::truncate;
+
 /// Largest response body read (larger ones are an error, not a truncation).
 pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 
@@ -223,7 +226,7 @@ impl HttpClient {
                 .map_err(|e| {
                     HttpError::Unavailable(format!(
                         "reading the response from {target}: {}",
-                        chain(e.as_ref())
+                        error_chain(Some(e.as_ref()), 300)
                     ))
                 })?
                 .to_bytes();
@@ -287,11 +290,11 @@ fn describe(err: &hyper_util::client::legacy::Error, target: &str) -> String {
             std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
             std::io::ErrorKind::ConnectionReset => "connection reset".to_owned(),
             std::io::ErrorKind::TimedOut => "connect timed out".to_owned(),
-            _ => chain(io),
+            _ => error_chain(Some(io), 300),
         };
         return format!("{cause} at {target}");
     }
-    let text = chain(source);
+    let text = error_chain(Some(source), 300);
     if err.is_connect() {
         format!("cannot connect to {target}: {text}")
     } else {
@@ -319,34 +322,6 @@ fn find<'a, E: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<
         next = e.source();
     }
     None
-}
-
-/// The messages of an error and its sources, deduplicated, at most 300
-/// characters.
-pub fn chain(err: &(dyn StdError + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(err);
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    truncate(parts.join(": "), 300)
-}
-
-/// Bounds a message's length at a character boundary.
-pub fn truncate(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut cut = max;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
-    }
-    text
 }
 
 #[cfg(test)]

@@ -88,7 +88,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::http::{HttpClient, HttpConfig, HttpError, Response, truncate};
+use super::http::{HttpClient, HttpConfig, HttpError, Response};
+use super::text::{one_line, truncate};
 use super::{
     CreateOutcome, Ownership, RemoteEntry, RemoteName, SecretStore, StoreError, WriteOptions,
 };
@@ -623,15 +624,6 @@ fn decode_payload(text: &str, labels: &[String]) -> Result<SecretValue, String> 
     Ok(SecretValue::new(text.as_bytes().to_vec()))
 }
 
-fn wipe(v: &mut Value) {
-    match v {
-        Value::String(s) => s.zeroize(),
-        Value::Object(o) => o.values_mut().for_each(wipe),
-        Value::Array(a) => a.iter_mut().for_each(wipe),
-        _ => {}
-    }
-}
-
 /// A JSON request body holding a value: serialized once, the tree wiped.
 struct Body(Bytes);
 
@@ -639,7 +631,7 @@ impl Body {
     fn new(mut value: Value) -> Result<Body, StoreError> {
         let bytes =
             serde_json::to_vec(&value).map_err(|e| StoreError::Invalid(format!("JSON body: {e}")));
-        wipe(&mut value);
+        crate::secret::wipe_json(&mut value);
         Ok(Body(Bytes::from(bytes?)))
     }
 }
@@ -677,30 +669,6 @@ fn labels_of(value: Option<&Value>) -> Vec<String> {
 
 // ---------------------------------------------------------------------------
 // Errors.
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// A service message without the written value (nor, for a JSON object
-/// payload, any of its string values), on one line, bounded.
-fn scrub(message: &str, payload: Option<&SecretValue>) -> String {
-    let mut text = one_line(message);
-    if let Some(p) = payload.and_then(|p| std::str::from_utf8(p.expose()).ok()) {
-        let mut secrets: Vec<String> = vec![p.to_owned()];
-        if let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(p) {
-            secrets.extend(map.values().filter_map(Value::as_str).map(str::to_owned));
-            map.values_mut().for_each(wipe);
-        }
-        for s in secrets.iter_mut() {
-            if s.len() >= 4 && text.contains(s.as_str()) {
-                text = text.replace(s.as_str(), "<redacted>");
-            }
-            s.zeroize();
-        }
-    }
-    truncate(text, 300)
-}
 
 /// Removes credentials from an IAM message (it never echoes them, but a
 /// proxy in front of it might).
@@ -1033,7 +1001,7 @@ impl Inner {
             doc.get("expiration").and_then(Value::as_i64),
             requested_unix,
         );
-        wipe(&mut doc);
+        crate::secret::wipe_json(&mut doc);
         tracing::debug!(
             refresh_after_secs = lifetime.refresh_after.as_secs(),
             "IBM Cloud IAM token obtained"
@@ -1215,7 +1183,7 @@ impl Inner {
         let payload = match doc.as_object_mut().and_then(|o| o.remove("payload")) {
             Some(mut p) => {
                 let text = p.as_str().map(|s| Zeroizing::new(s.to_owned()));
-                wipe(&mut p);
+                crate::secret::wipe_json(&mut p);
                 text
             }
             None => None,
@@ -1312,7 +1280,7 @@ impl Inner {
         if resp.status.is_success() {
             let mut answer = resp.json_or_null();
             let id = answer.get("id").and_then(Value::as_str).map(str::to_owned);
-            wipe(&mut answer);
+            crate::secret::wipe_json(&mut answer);
             let version = match id {
                 Some(id) => self.current_version(&id, name).await,
                 None => None,
@@ -1379,7 +1347,7 @@ impl Inner {
         }
         let mut answer = resp.json_or_null();
         let version = answer.get("id").and_then(Value::as_str).map(str::to_owned);
-        wipe(&mut answer);
+        crate::secret::wipe_json(&mut answer);
 
         let what = format!("UpdateSecretMetadata {name} (secret group {})", group.name);
         let mut patch = Map::new();
@@ -1451,6 +1419,12 @@ impl SecretStore for IbmSecretsManagerStore {
     ) -> Result<Option<String>, StoreError> {
         self.inner.put(name, payload, owner, options).await
     }
+}
+
+/// A service message made safe to show: every form of the payload, each
+/// string of a JSON payload included, redacted (see [`super::text::redact`]).
+fn scrub(message: &str, payload: Option<&SecretValue>) -> String {
+    super::text::redact(message, payload, Vec::new(), 300)
 }
 
 #[cfg(test)]

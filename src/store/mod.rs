@@ -19,6 +19,7 @@ pub mod memory;
 pub mod oci;
 #[cfg(feature = "s3")]
 pub mod s3;
+pub mod text;
 #[cfg(feature = "vault")]
 pub mod vault;
 

@@ -327,17 +327,8 @@ pub fn payload_of(data: &Map<String, Value>) -> SecretValue {
     SecretValue::new(serde_json::to_vec(data).unwrap_or_default())
 }
 
-fn wipe(v: &mut Value) {
-    match v {
-        Value::String(s) => zeroize::Zeroize::zeroize(s),
-        Value::Object(o) => wipe_map(o),
-        Value::Array(a) => a.iter_mut().for_each(wipe),
-        _ => {}
-    }
-}
-
 fn wipe_map(m: &mut Map<String, Value>) {
-    m.values_mut().for_each(wipe);
+    m.values_mut().for_each(crate::secret::wipe_json);
 }
 
 /// A JSON request body holding secret data: serialized once, the tree wiped.
@@ -347,7 +338,7 @@ impl Body {
     fn new(mut value: Value) -> Result<Body, StoreError> {
         let bytes = serde_json::to_vec(&value)
             .map_err(|e| StoreError::Invalid(format!("JSON body: {e}")))?;
-        wipe(&mut value);
+        crate::secret::wipe_json(&mut value);
         Ok(Body(Bytes::from(bytes)))
     }
 }

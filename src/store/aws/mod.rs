@@ -308,7 +308,7 @@ where
             StoreError::Unavailable(format!("{op}: no answer from {} in time", call.endpoint))
         }
         SdkError::DispatchFailure(failure) => {
-            let chain = chain(
+            let chain = chain_of(
                 failure
                     .as_connector_error()
                     .map(|e| e as &(dyn StdError + 'static)),
@@ -342,32 +342,14 @@ where
         SdkError::ResponseError(_) => StoreError::Unavailable(format!(
             "{op}: unexpected response from {}: {}",
             call.endpoint,
-            chain(err.source())
+            chain_of(err.source())
         )),
-        SdkError::ConstructionFailure(_) => {
-            StoreError::Invalid(format!("{op}: request not built: {}", chain(err.source())))
-        }
-        _ => StoreError::Other(format!("{op}: {}", chain(Some(&err)))),
+        SdkError::ConstructionFailure(_) => StoreError::Invalid(format!(
+            "{op}: request not built: {}",
+            chain_of(err.source())
+        )),
+        _ => StoreError::Other(format!("{op}: {}", chain_of(Some(&err)))),
     }
-}
-
-/// The messages of an error and its sources, deduplicated, joined by `: `,
-/// at most 300 characters.
-fn chain(err: Option<&(dyn StdError + 'static)>) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = err;
-    while let Some(e) = next {
-        let text = e
-            .to_string()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    truncate(parts.join(": "))
 }
 
 fn find_io<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a std::io::Error> {
@@ -381,30 +363,14 @@ fn find_io<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a std::io::Error> 
     None
 }
 
+fn chain_of(err: Option<&(dyn StdError + 'static)>) -> String {
+    super::text::error_chain(err, 300)
+}
+
 /// Removes the written value from a service message (some validation
 /// messages quote the offending member) and bounds its length.
 fn scrub(message: &str, payload: Option<&SecretValue>) -> String {
-    let mut text = message.to_owned();
-    if let Some(p) = payload.and_then(|p| std::str::from_utf8(p.expose()).ok())
-        && p.len() >= 4
-        && text.contains(p)
-    {
-        text = text.replace(p, "<redacted>");
-    }
-    truncate(text)
-}
-
-fn truncate(mut text: String) -> String {
-    const MAX: usize = 300;
-    if text.len() > MAX {
-        let mut cut = MAX;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
-    }
-    text
+    super::text::redact(message, payload, Vec::new(), 300)
 }
 
 #[cfg(test)]
