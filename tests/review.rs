@@ -861,3 +861,15 @@ async fn hostile_templates_are_denied_in_time() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_length_written_as_1e12_is_denied_naming_it() {
+    rejects(
+        SecretDoc::new("a")
+            .labelled()
+            .generators("- name: p\n  type: random_password\n  config: { length: 1e12 }\n"),
+        "secret-santa.io/generators",
+        "length",
+    )
+    .await;
+}
