@@ -7,6 +7,12 @@
 //! CONTRACT §4 through the whole review pipeline: fresh create, retried
 //! create, unowned entries, pending deletion, bad signatures and missing
 //! permissions, a vault that is down, dry run, regeneration, settings.
+//! And instance principals: the contract again with a store that signs with
+//! the security token it federated for from the fake's metadata service and
+//! federation endpoint, the token cached across reviews and replaced in
+//! time (certificates fetched again), a refused token replaced, a
+//! certificate the auth service does not trust, and a metadata service
+//! that is down.
 //! Values are compared with `assert!(a == b)` so a failure never prints
 //! them, and every denial is checked for the values it must not show.
 #![cfg(feature = "oci")]
@@ -16,7 +22,7 @@ mod common;
 #[path = "common/oci_fake.rs"]
 mod oci_fake;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
@@ -80,6 +86,19 @@ fn store_yaml(
     )
 }
 
+/// One `oci-vault` store entry signing as an instance principal.
+fn instance_store_yaml(
+    name: &str,
+    metadata: &str,
+    federation: &str,
+    endpoint: &str,
+    deadline: &str,
+) -> String {
+    format!(
+        "  - name: {name}\n    type: oci-vault\n    namespaces: [\"shop\"]\n    region: {REGION}\n    compartmentId: \"{COMPARTMENT}\"\n    vaultId: \"{VAULT}\"\n    kmsKeyId: \"{KEY}\"\n    auth: instancePrincipal\n    metadataEndpoint: \"{metadata}\"\n    federationEndpoint: \"{federation}\"\n    endpoint: \"{endpoint}\"\n    secretsEndpoint: \"{endpoint}\"\n    deadline: {deadline}\n    prefix: \"ip/\"\n"
+    )
+}
+
 fn config_yaml(fake: &OciFake, keys: &Keys, closed: u16) -> String {
     let kms = format!("    kmsKeyId: \"{KEY}\"\n");
     let key_setting = format!("    keyId: \"{KEY}\"\n");
@@ -108,6 +127,20 @@ fn config_yaml(fake: &OciFake, keys: &Keys, closed: u16) -> String {
             "alt/",
             &key_setting,
             "",
+        ),
+        instance_store_yaml(
+            "oci-instance",
+            &fake.metadata_endpoint(),
+            &fake.federation_endpoint(),
+            ep,
+            "3s",
+        ),
+        instance_store_yaml(
+            "oci-instance-down",
+            &format!("{down}/opc/v2"),
+            &fake.federation_endpoint(),
+            ep,
+            "1s",
         ),
     ];
     format!(
@@ -224,47 +257,6 @@ fn denied(answer: &Value, store: &str, also: &[&str]) -> String {
         assert!(!msg.contains(value), "a denial shows a value");
     }
     msg
-}
-
-fn assert_owned(tags: &BTreeMap<String, String>, name: &str, what: &str) {
-    for (k, v) in [
-        ("secret-santa-managed-by", "secret-santa"),
-        ("secret-santa-cluster", "test-cluster"),
-        ("secret-santa-namespace", "shop"),
-        ("secret-santa-name", name),
-    ] {
-        assert_eq!(tags.get(k).map(String::as_str), Some(v), "{what}: {k}");
-    }
-    assert!(
-        tags.get("secret-santa-key-set")
-            .is_some_and(|s| s.len() == 16),
-        "{what}: key set"
-    );
-}
-
-fn owner(name: &str) -> Ownership {
-    Ownership {
-        cluster_id: "test-cluster".into(),
-        namespace: "shop".into(),
-        name: name.into(),
-        key_set: "0123456789abcdef".into(),
-    }
-}
-
-fn json_options() -> WriteOptions {
-    WriteOptions {
-        content_type: "application/json",
-        ..Default::default()
-    }
-}
-
-/// A store config as the admin config would hold it.
-fn oci_config(settings: Value) -> StoreConfig {
-    let mut doc = json!({"name": "oci", "type": "oci-vault", "namespaces": ["*"]});
-    doc.as_object_mut()
-        .unwrap()
-        .extend(settings.as_object().unwrap().clone());
-    serde_json::from_value(doc).unwrap()
 }
 
 // ---------------------------------------------------------------------------
@@ -1249,7 +1241,12 @@ async fn settings_and_key_files_fail_the_build_naming_the_key() {
             "privateKeyFile": file,
         })
     };
-    let ok = store::build(&oci_config(base(&key.pem_file, &key.fingerprint))).await;
+    let ok = store::build(&store_config(
+        "oci",
+        "oci-vault",
+        base(&key.pem_file, &key.fingerprint),
+    ))
+    .await;
     assert!(ok.is_ok(), "a good config builds");
     let with = |file: &Path, fingerprint: &str, changes: Value| {
         let mut doc = base(file, fingerprint);
@@ -1276,7 +1273,23 @@ async fn settings_and_key_files_fail_the_build_naming_the_key() {
                 &key.fingerprint,
                 json!({"auth": "instancePrincipal"}),
             ),
+            "tenancy, user, fingerprint, privateKeyFile: not used with auth: instancePrincipal",
+        ),
+        (
+            with(
+                &key.pem_file,
+                &key.fingerprint,
+                json!({"auth": "resourcePrincipal"}),
+            ),
             "not supported yet",
+        ),
+        (
+            with(
+                &key.pem_file,
+                &key.fingerprint,
+                json!({"metadataEndpoint": "http://127.0.0.1:1/opc/v2"}),
+            ),
+            "metadataEndpoint is only used with auth: instancePrincipal",
         ),
         (
             with(&key.pem_file, &key.fingerprint, json!({"kmsKeyId": null})),
@@ -1308,7 +1321,7 @@ async fn settings_and_key_files_fail_the_build_naming_the_key() {
         ),
     ];
     for (settings, needle) in cases {
-        let err = match store::build(&oci_config(settings.clone())).await {
+        let err = match store::build(&store_config("oci", "oci-vault", settings.clone())).await {
             Ok(_) => panic!("{settings}: built"),
             Err(e) => e,
         };
@@ -1342,4 +1355,301 @@ async fn settings_and_key_files_fail_the_build_naming_the_key() {
     }
     let ok = AdminConfig::parse(&store_doc(&format!("{required}    kmsKeyId: \"{KEY}\"\n")));
     assert!(ok.is_ok(), "{ok:?}");
+
+    // An instance principal needs none of the API key's settings, and
+    // refuses them; nothing is contacted when its store is built.
+    let instance = format!(
+        "    region: {REGION}\n    compartmentId: \"{COMPARTMENT}\"\n    vaultId: \"{VAULT}\"\n    kmsKeyId: \"{KEY}\"\n    auth: instancePrincipal\n"
+    );
+    let ok = AdminConfig::parse(&store_doc(&instance));
+    assert!(ok.is_ok(), "{ok:?}");
+    let err = AdminConfig::parse(&store_doc(&format!(
+        "{instance}    privateKeyFile: /keys/oci.pem\n"
+    )))
+    .unwrap_err();
+    assert!(
+        err.contains("privateKeyFile: not used with auth: instancePrincipal"),
+        "{err}"
+    );
+    let instance = json!({
+        "region": REGION,
+        "compartmentId": COMPARTMENT,
+        "vaultId": VAULT,
+        "kmsKeyId": KEY,
+        "auth": "instancePrincipal",
+        "metadataEndpoint": "http://127.0.0.1:1/opc/v2",
+    });
+    assert!(
+        store::build(&store_config("oci", "oci-vault", instance.clone()))
+            .await
+            .is_ok(),
+        "an instance principal store builds without its metadata service"
+    );
+    for (key, value) in [
+        ("metadataEndpoint", json!("ftp://169.254.169.254/opc/v2")),
+        (
+            "federationEndpoint",
+            json!("auth.us-ashburn-1.oraclecloud.com"),
+        ),
+        ("user", json!(WRITER_USER)),
+    ] {
+        let mut settings = instance.clone();
+        settings[key] = value;
+        let err = match store::build(&store_config("oci", "oci-vault", settings.clone())).await {
+            Ok(_) => panic!("{settings}: built"),
+            Err(e) => e,
+        };
+        assert!(err.contains(key), "{settings}: {err}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Instance principals.
+
+/// The Vault requests of a log (not the metadata service's, nor the
+/// federation endpoint's).
+fn service_requests(log: &[oci_fake::Logged]) -> Vec<&oci_fake::Logged> {
+    log.iter()
+        .filter(|l| !matches!(l.op, Op::Metadata | Op::Federation))
+        .collect()
+}
+
+#[tokio::test]
+async fn instance_principal_store_satisfies_the_store_contract() {
+    let w = World::new().await;
+    let identity = w.fake.provision_instance();
+    common::contract::run(w.store("oci-instance").await, "instance").await;
+    let secret = w.fake.secret("instance.shop.db").unwrap();
+    assert_eq!(secret.versions.len(), 2, "create, then put: two versions");
+    assert_owned(&secret.tags, "db", "tags");
+    assert_eq!(secret.compartment_id, COMPARTMENT);
+
+    let log = w.fake.log();
+    // The identity read once from the metadata service, with its header.
+    let metadata: Vec<&str> = log
+        .iter()
+        .filter(|l| l.op == Op::Metadata)
+        .map(|l| l.path.as_str())
+        .collect();
+    assert_eq!(
+        metadata,
+        [
+            "/opc/v2/identity/cert.pem",
+            "/opc/v2/identity/key.pem",
+            "/opc/v2/identity/intermediate.pem"
+        ],
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .filter(|l| l.op == Op::Metadata)
+            .all(|l| l.authenticated && l.status == 200)
+    );
+    // One token for the whole contract, requested with the instance
+    // certificate's key the way Oracle's SDKs sign it.
+    let federations: Vec<_> = log.iter().filter(|l| l.op == Op::Federation).collect();
+    assert_eq!(federations.len(), 1, "{log:?}");
+    let federation = federations[0];
+    assert!(
+        federation.authenticated && federation.status == 200,
+        "{federation:?}"
+    );
+    assert_eq!(
+        federation.key_id.as_deref(),
+        Some(identity.federation_key_id().as_str())
+    );
+    assert_eq!(
+        federation.signed_headers.as_deref(),
+        Some("date (request-target) content-length content-type x-content-sha256")
+    );
+    assert_eq!(w.fake.tokens_issued(), 1);
+    // Every Vault request signed with the session key, under the token.
+    let service = service_requests(&log);
+    assert!(!service.is_empty());
+    assert!(
+        service
+            .iter()
+            .all(|l| l.authenticated && l.key_id.as_deref().is_some_and(|k| k.starts_with("ST$"))),
+        "{service:?}"
+    );
+    for l in &service {
+        let expected = if matches!(l.method.as_str(), "POST" | "PUT") {
+            "date (request-target) host content-length content-type x-content-sha256"
+        } else {
+            "date (request-target) host"
+        };
+        assert_eq!(l.signed_headers.as_deref(), Some(expected), "{l:?}");
+    }
+    let tokens: BTreeSet<&str> = service.iter().filter_map(|l| l.key_id.as_deref()).collect();
+    assert_eq!(tokens.len(), 1, "one token");
+    for op in [
+        Op::ListSecrets,
+        Op::CreateSecret,
+        Op::GetSecretBundle,
+        Op::UpdateSecret,
+    ] {
+        assert!(w.fake.count(op) > 0, "{op:?} is used");
+    }
+}
+
+#[tokio::test]
+async fn the_security_token_is_cached_across_reviews_and_replaced_in_time() {
+    let w = World::new().await;
+    w.fake.provision_instance();
+    // A short-lived token: replaced after half its lifetime (3 s).
+    w.fake.set_token_lifetime(6);
+    for name in ["db", "web"] {
+        let (answer, _) = w.create(&mirrored_named(name, &["oci-instance"])).await;
+        assert!(allowed(&answer), "{name}: {answer}");
+    }
+    assert_eq!(w.fake.names(), ["ip.shop.db", "ip.shop.web"]);
+    assert_eq!(
+        w.fake.count(Op::Federation),
+        1,
+        "one token for both reviews"
+    );
+
+    // The certificates rotate; once the token is due it is replaced,
+    // with the certificate the metadata service serves now, before any
+    // request is refused.
+    let rotated = w.fake.provision_instance();
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let (answer, _) = w.create(&mirrored_named("api", &["oci-instance"])).await;
+    assert!(allowed(&answer), "{answer}");
+    let log = w.fake.log();
+    let federations: Vec<_> = log.iter().filter(|l| l.op == Op::Federation).collect();
+    assert_eq!(federations.len(), 2, "{log:?}");
+    assert_eq!(
+        federations[1].key_id.as_deref(),
+        Some(rotated.federation_key_id().as_str()),
+        "the certificates are fetched again for a new token"
+    );
+    assert_eq!(
+        log.iter().filter(|l| l.op == Op::Metadata).count(),
+        6,
+        "three items for each token"
+    );
+    assert!(
+        log.iter().all(|l| l.status != 401),
+        "no request was refused: {log:?}"
+    );
+    let tokens: BTreeSet<&str> = log
+        .iter()
+        .filter(|l| l.op == Op::CreateSecret)
+        .filter_map(|l| l.key_id.as_deref())
+        .collect();
+    assert_eq!(tokens.len(), 2, "the third review signs with the new token");
+
+    // A token refused before its time (revoked, a clock ahead): replaced,
+    // and the request sent once more.
+    w.fake.expire_tokens();
+    w.fake.clear_log();
+    let (answer, _) = w.create(&mirrored_named("cache", &["oci-instance"])).await;
+    assert!(allowed(&answer), "{answer}");
+    let log = w.fake.log();
+    let creates: Vec<_> = log.iter().filter(|l| l.op == Op::CreateSecret).collect();
+    assert_eq!(creates.len(), 2, "{log:?}");
+    assert_eq!(creates[0].status, 401);
+    assert_eq!(
+        creates[0].auth_error.as_deref(),
+        Some("the security token has expired")
+    );
+    assert_eq!(creates[1].status, 200);
+    assert!(creates[0].key_id != creates[1].key_id, "a new token");
+    assert_eq!(log.iter().filter(|l| l.op == Op::Federation).count(), 1);
+    assert_eq!(w.fake.versions("ip.shop.cache").len(), 1, "created once");
+}
+
+#[tokio::test]
+async fn a_certificate_the_auth_service_does_not_trust_is_a_clear_permission_denial() {
+    let w = World::new().await;
+    let identity = w.fake.provision_untrusted_instance();
+    let (answer, _) = w.create(&mirrored(&["oci-instance"])).await;
+    let msg = denied(&answer, "oci-instance", &[]);
+    assert!(
+        msg.contains("permission denied")
+            && msg.contains("CreateSecret ip.shop.db: instance principal")
+            && msg.contains("HTTP 401 NotAuthenticated")
+            && msg.contains("did not accept the instance certificate")
+            && msg.contains(TENANCY)
+            && msg.contains(&identity.fingerprint),
+        "{msg}"
+    );
+    let log = w.fake.log();
+    assert!(
+        service_requests(&log).is_empty(),
+        "no Vault request without a token: {log:?}"
+    );
+    let federation = log.iter().find(|l| l.op == Op::Federation).unwrap();
+    assert_eq!(federation.status, 401);
+    assert!(
+        federation
+            .auth_error
+            .as_deref()
+            .is_some_and(|e| e.contains("does not chain to a CA the auth service trusts")),
+        "{federation:?}"
+    );
+    assert_eq!(w.fake.tokens_issued(), 0);
+    assert!(w.fake.names().is_empty(), "nothing written");
+
+    let store = w.store("oci-instance").await;
+    let err = store
+        .read(&store.remote_name("ip/shop/db").unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::PermissionDenied(_))
+            && err
+                .to_string()
+                .contains("ListSecrets ip.shop.db: instance principal"),
+        "{err}"
+    );
+
+    // A trusted instance whose dynamic group may only read: the denial says
+    // which policy the dynamic group needs.
+    w.fake.provision_instance();
+    w.fake.set_instance_perms(Perms::READ);
+    let (answer, _) = w.create(&mirrored(&["oci-instance"])).await;
+    let msg = denied(&answer, "oci-instance", &[]);
+    assert!(
+        msg.contains("CreateSecret ip.shop.db: HTTP 404 NotAuthorizedOrNotFound")
+            && msg.contains("the instance principal may not write secrets")
+            && msg.contains("Allow dynamic-group <dynamic-group> to manage secret-family"),
+        "{msg}"
+    );
+    assert!(w.fake.names().is_empty(), "nothing written");
+}
+
+#[tokio::test]
+async fn a_metadata_service_that_is_down_is_unavailable_naming_it() {
+    let w = World::new().await;
+    let metadata = format!("http://127.0.0.1:{}/opc/v2", w.closed_port);
+    let started = Instant::now();
+    let (answer, _) = w.create(&mirrored(&["oci-instance-down"])).await;
+    let took = started.elapsed();
+    let msg = denied(&answer, "oci-instance-down", &[]);
+    assert!(
+        msg.contains("not reachable")
+            && msg.contains(&format!(
+                "the instance metadata service at {metadata} (identity/cert.pem)"
+            ))
+            && msg.contains("connection refused"),
+        "{msg}"
+    );
+    assert!(
+        took < Duration::from_millis(1600),
+        "denied after {took:?}, the store's deadline is 1s"
+    );
+    assert!(w.fake.log().is_empty(), "nothing reached the vault");
+
+    let store = w.store("oci-instance-down").await;
+    let err = store
+        .read(&store.remote_name("ip/shop/db").unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unavailable(_))
+            && err.to_string().contains("instance metadata service"),
+        "{err}"
+    );
 }

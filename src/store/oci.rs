@@ -58,15 +58,46 @@
 //! built; a missing or unusable file, or a fingerprint that is not the key's
 //! (MD5 of its DER public key, as the console shows it), is a start error
 //! naming the file. The `keyId` of the signature is
-//! `{tenancy}/{user}/{fingerprint}`. `auth: instancePrincipal` (and
-//! `workloadIdentity`, `resourcePrincipal`) are **not supported yet** and
-//! refused when the config is loaded.
+//! `{tenancy}/{user}/{fingerprint}`.
+//!
+//! `auth: instancePrincipal`: the compute instance (an OKE node) is the
+//! principal, as in Oracle's SDKs (oci-go-sdk `common/auth`, the Python
+//! SDK's `InstancePrincipalsSecurityTokenSigner` and `X509FederationClient`,
+//! the Java SDK's `X509FederationClient`); `tenancy`, `user`, `fingerprint`
+//! and `privateKeyFile` must then be absent. From the instance metadata
+//! service (`http://169.254.169.254/opc/v2`, `metadataEndpoint` replaces it;
+//! every request carries `Authorization: Bearer Oracle`) the store reads
+//! `identity/cert.pem` (the instance's leaf certificate, whose subject names
+//! the tenancy in an `opc-tenant:<tenancy OCID>` attribute), its key
+//! `identity/key.pem` and `identity/intermediate.pem`. It generates a
+//! session RSA-2048 key pair and posts to the auth service's X.509
+//! federation endpoint (`https://auth.{region}.oraclecloud.com/v1/x509`,
+//! the region the metadata service's `instance/region` names, else the
+//! store's `region`; `federationEndpoint` replaces it, e.g. for another
+//! realm) `{"certificate", "publicKey", "intermediateCertificates",
+//! "purpose": "DEFAULT", "fingerprintAlgorithm": "SHA256"}` (base64 DER),
+//! signed with the leaf key under `keyId
+//! {tenancy}/fed-x509-sha256/{SHA-256 fingerprint of the leaf}` over date,
+//! (request-target), content-length, content-type and x-content-sha256 (the
+//! SDKs sign no host there). The answer's security token (a JWT) is cached:
+//! every Vault request is then signed with the session key under `keyId
+//! ST${token}`. A new token (new session key, certificates fetched again:
+//! they rotate) is obtained 60 seconds before the token's `exp` (the Python
+//! SDK's margin), or after half its lifetime when that is sooner, and after
+//! a request signed with it is refused with `401` (then sent once more, as
+//! the SDKs do); while a refresh fails the current token is used until it
+//! expires. Nothing is contacted when the store is built. A metadata service
+//! that does not answer is `Unavailable` naming it; a certificate the auth
+//! service refuses is `PermissionDenied`. `workloadIdentity` and
+//! `resourcePrincipal` are **not supported yet** and refused when the config
+//! is loaded.
 //!
 //! **Endpoints.** `region` gives the endpoints of the commercial realm
 //! (`oraclecloud.com`); `endpoint` and `secretsEndpoint` replace them
 //! (another realm, a private endpoint, a test server; `http://` is
 //! accepted for tests and sidecar proxies and sends values in the clear).
-//! `caFile` replaces the platform's CA certificates.
+//! `caFile` replaces the platform's CA certificates (for the federation
+//! endpoint too).
 //!
 //! **Key.** CreateSecret needs the OCID of a symmetric master encryption
 //! key of the vault: the store's `kmsKeyId` (or the `keyId` setting), or a
@@ -75,11 +106,14 @@
 //! **Permissions** (OCI answers `404 NotAuthorizedOrNotFound` for both "no
 //! permission" and "not there"): `Allow group <group> to manage
 //! secret-family in compartment <compartment>` and `Allow group <group> to
-//! use keys in compartment <compartment> where target.key.id = '<key>'`.
+//! use keys in compartment <compartment> where target.key.id = '<key>'`
+//! (for an instance principal: `Allow dynamic-group <dynamic-group> ...`,
+//! a dynamic group whose matching rule takes in the instance).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -95,7 +129,8 @@ use serde_json::{Value, json};
 use sha2::Digest as _;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::http::{HttpClient, HttpConfig, HttpError, Response, truncate};
+use super::http::{HttpClient, HttpConfig, HttpError, Response};
+use super::text::{one_line, truncate};
 use super::{
     CreateOutcome, Ownership, RemoteEntry, RemoteName, SecretStore, StoreError, WriteOptions,
 };
@@ -122,6 +157,23 @@ const MIN_KEY_BITS: usize = 2048;
 /// a body (PUT, POST), in the order of Oracle's documented examples.
 pub const SIGNED_HEADERS: [&str; 3] = ["date", "(request-target)", "host"];
 pub const SIGNED_BODY_HEADERS: [&str; 3] = ["content-length", "content-type", "x-content-sha256"];
+/// The headers of a request to the X.509 federation endpoint: Oracle's SDKs
+/// sign it without `host`.
+pub const FEDERATION_SIGNED_HEADERS: &str =
+    "date (request-target) content-length content-type x-content-sha256";
+
+/// Instance principals: the instance metadata service (v2), the path of
+/// the auth service's X.509 federation endpoint, and what the token
+/// request says.
+pub const DEFAULT_METADATA_ENDPOINT: &str = "http://169.254.169.254/opc/v2";
+const METADATA_PATH: &str = "/opc/v2";
+pub const FEDERATION_PATH: &str = "/v1/x509";
+const METADATA_AUTHORIZATION: &str = "Bearer Oracle";
+const FEDERATION_PURPOSE: &str = "DEFAULT";
+const FINGERPRINT_ALGORITHM: &str = "SHA256";
+/// A security token is replaced this long before its `exp` (the Python
+/// SDK's `valid_with_jitter`), or after half its lifetime if that is sooner.
+const TOKEN_EXPIRY_JITTER_SECS: i64 = 60;
 
 /// The store's per-call deadline when the admin config sets none (the same
 /// default `mirror` applies).
@@ -180,6 +232,10 @@ struct Settings {
     #[serde(default)]
     private_key_file: Option<PathBuf>,
     #[serde(default)]
+    metadata_endpoint: Option<String>,
+    #[serde(default)]
+    federation_endpoint: Option<String>,
+    #[serde(default)]
     endpoint: Option<String>,
     #[serde(default)]
     secrets_endpoint: Option<String>,
@@ -187,7 +243,7 @@ struct Settings {
     ca_file: Option<PathBuf>,
 }
 
-const SETTING_KEYS: &str = "region, compartmentId, vaultId, keyId, auth, tenancy, user, fingerprint, privateKeyFile, endpoint, secretsEndpoint, caFile";
+const SETTING_KEYS: &str = "region, compartmentId, vaultId, keyId, auth, tenancy, user, fingerprint, privateKeyFile, metadataEndpoint, federationEndpoint, endpoint, secretsEndpoint, caFile";
 
 /// Where one of the two services is reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,6 +254,38 @@ struct Origin {
     host: String,
 }
 
+/// A URL with a path: the instance metadata service's base, the
+/// federation endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Endpoint {
+    origin: Origin,
+    /// `/opc/v2`, `/v1/x509`: no trailing `/`.
+    path: String,
+}
+
+impl Endpoint {
+    fn url(&self) -> String {
+        format!("{}{}", self.origin.base, self.path)
+    }
+}
+
+/// How the store signs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum AuthSettings {
+    ApiKey {
+        tenancy: String,
+        user: String,
+        /// Lowercase `aa:bb:...`.
+        fingerprint: String,
+        private_key_file: PathBuf,
+    },
+    InstancePrincipal {
+        metadata: Endpoint,
+        /// `None`: the auth endpoint of the instance's region.
+        federation: Option<Endpoint>,
+    },
+}
+
 /// Checked settings.
 #[derive(Debug)]
 struct Parsed {
@@ -206,11 +294,7 @@ struct Parsed {
     vault_id: String,
     /// The master encryption key: `kmsKeyId` or `keyId`.
     key_id: String,
-    tenancy: String,
-    user: String,
-    /// Lowercase `aa:bb:...`.
-    fingerprint: String,
-    private_key_file: PathBuf,
+    auth: AuthSettings,
     vaults: Origin,
     secrets: Origin,
     ca_file: Option<PathBuf>,
@@ -219,16 +303,17 @@ struct Parsed {
 fn settings(config: &StoreConfig) -> Result<Parsed, String> {
     let s: Settings = serde_json::from_value(Value::Object(config.settings.clone()))
         .map_err(|e| format!("{TYPE} settings: {e} (keys: {SETTING_KEYS})"))?;
-    match s.auth.as_deref().unwrap_or("apiKey") {
-        "apiKey" => {}
-        method @ ("instancePrincipal" | "workloadIdentity" | "resourcePrincipal") => {
+    let method = s.auth.clone().unwrap_or_else(|| "apiKey".to_owned());
+    match method.as_str() {
+        "apiKey" | "instancePrincipal" => {}
+        method @ ("workloadIdentity" | "resourcePrincipal") => {
             return Err(format!(
-                "auth: {method} is not supported yet by the {TYPE} store; use auth: apiKey (the default) with tenancy, user, fingerprint and privateKeyFile"
+                "auth: {method} is not supported yet by the {TYPE} store; use auth: apiKey (the default) with tenancy, user, fingerprint and privateKeyFile, or auth: instancePrincipal on an OCI compute instance"
             ));
         }
         other => {
             return Err(format!(
-                "auth: unknown method {other:?}; use apiKey (instancePrincipal and workloadIdentity are not supported yet)"
+                "auth: unknown method {other:?}; use apiKey or instancePrincipal (workloadIdentity and resourcePrincipal are not supported yet)"
             ));
         }
     }
@@ -260,18 +345,72 @@ fn settings(config: &StoreConfig) -> Result<Parsed, String> {
             ));
         }
     };
-    let tenancy = required(s.tenancy, "tenancy")?;
-    check_ocid(&tenancy, "tenancy", &["tenancy"])?;
-    let user = required(s.user, "user")?;
-    check_ocid(&user, "user", &["user"])?;
-    let fingerprint = check_fingerprint(&required(s.fingerprint, "fingerprint")?)?;
-    let private_key_file = s
-        .private_key_file
-        .filter(|p| !p.as_os_str().is_empty())
-        .ok_or_else(|| {
-            "privateKeyFile is required for auth apiKey (the PEM file of the API signing key)"
-                .to_owned()
-        })?;
+    let auth = if method == "instancePrincipal" {
+        let given: Vec<&str> = [
+            ("tenancy", s.tenancy.is_some()),
+            ("user", s.user.is_some()),
+            ("fingerprint", s.fingerprint.is_some()),
+            ("privateKeyFile", s.private_key_file.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, given)| *given)
+        .map(|(key, _)| key)
+        .collect();
+        if !given.is_empty() {
+            return Err(format!(
+                "{}: not used with auth: instancePrincipal, which signs with the instance's own certificate from the instance metadata service; remove {}, or use auth: apiKey",
+                given.join(", "),
+                if given.len() == 1 { "it" } else { "them" }
+            ));
+        }
+        let metadata = endpoint(
+            s.metadata_endpoint
+                .as_deref()
+                .unwrap_or(DEFAULT_METADATA_ENDPOINT),
+            "metadataEndpoint",
+            METADATA_PATH,
+        )?;
+        let federation = s
+            .federation_endpoint
+            .as_deref()
+            .map(|e| endpoint(e, "federationEndpoint", FEDERATION_PATH))
+            .transpose()?;
+        AuthSettings::InstancePrincipal {
+            metadata,
+            federation,
+        }
+    } else {
+        if let Some(key) = [
+            ("metadataEndpoint", s.metadata_endpoint.is_some()),
+            ("federationEndpoint", s.federation_endpoint.is_some()),
+        ]
+        .into_iter()
+        .find(|(_, given)| *given)
+        .map(|(key, _)| key)
+        {
+            return Err(format!(
+                "{key} is only used with auth: instancePrincipal; auth apiKey signs with the API key of tenancy, user, fingerprint and privateKeyFile"
+            ));
+        }
+        let tenancy = required(s.tenancy, "tenancy")?;
+        check_ocid(&tenancy, "tenancy", &["tenancy"])?;
+        let user = required(s.user, "user")?;
+        check_ocid(&user, "user", &["user"])?;
+        let fingerprint = check_fingerprint(&required(s.fingerprint, "fingerprint")?)?;
+        let private_key_file = s
+            .private_key_file
+            .filter(|p| !p.as_os_str().is_empty())
+            .ok_or_else(|| {
+                "privateKeyFile is required for auth apiKey (the PEM file of the API signing key)"
+                    .to_owned()
+            })?;
+        AuthSettings::ApiKey {
+            tenancy,
+            user,
+            fingerprint,
+            private_key_file,
+        }
+    };
     let vaults = match &s.endpoint {
         Some(e) => origin(e, "endpoint")?,
         None => origin(
@@ -291,10 +430,7 @@ fn settings(config: &StoreConfig) -> Result<Parsed, String> {
         compartment_id: s.compartment_id,
         vault_id: s.vault_id,
         key_id,
-        tenancy,
-        user,
-        fingerprint,
-        private_key_file,
+        auth,
         vaults,
         secrets,
         ca_file: s.ca_file,
@@ -402,6 +538,52 @@ fn origin(value: &str, key: &str) -> Result<Origin, String> {
     })
 }
 
+/// An `http(s)://host[:port][/path]` URL; `default_path` when it has none.
+/// Errors name the setting.
+fn endpoint(value: &str, key: &str, default_path: &str) -> Result<Endpoint, String> {
+    let trimmed = value.trim().trim_end_matches('/');
+    let uri: http::Uri = trimmed
+        .parse()
+        .map_err(|e| format!("{key} {value:?} is not a URL: {e}"))?;
+    let scheme = match uri.scheme_str() {
+        Some(s @ ("http" | "https")) => s.to_owned(),
+        _ => {
+            return Err(format!(
+                "{key} {value:?} must be an http:// or https:// URL with a host"
+            ));
+        }
+    };
+    let Some(authority) = uri.authority().filter(|a| !a.host().is_empty()) else {
+        return Err(format!("{key} {value:?} must name a host"));
+    };
+    if uri.query().is_some() {
+        return Err(format!("{key} {value:?} must not have a query"));
+    }
+    if authority.as_str().contains('@') {
+        return Err(format!("{key} {value:?} must not hold credentials"));
+    }
+    let path = match uri.path().trim_end_matches('/') {
+        "" => default_path.to_owned(),
+        p => p.to_owned(),
+    };
+    Ok(Endpoint {
+        origin: Origin {
+            base: format!("{scheme}://{authority}"),
+            host: authority.as_str().to_owned(),
+        },
+        path,
+    })
+}
+
+/// The X.509 federation endpoint of a region of the commercial realm.
+fn default_federation_endpoint(region: &str) -> Result<Endpoint, String> {
+    endpoint(
+        &format!("https://auth.{region}.oraclecloud.com"),
+        "region",
+        FEDERATION_PATH,
+    )
+}
+
 // ---------------------------------------------------------------------------
 // Names.
 
@@ -473,6 +655,16 @@ impl SigningInput<'_> {
     /// The signing string: one `name: value` line per signed header, joined
     /// by `\n`, no trailing newline.
     pub fn signing_string(&self) -> String {
+        self.lines(true).join("\n")
+    }
+
+    /// The signing string of a request to the X.509 federation endpoint
+    /// (`FEDERATION_SIGNED_HEADERS`): the same without `host`.
+    pub fn federation_signing_string(&self) -> String {
+        self.lines(false).join("\n")
+    }
+
+    fn lines(&self, host: bool) -> Vec<String> {
         let mut lines = vec![
             format!("date: {}", self.date),
             format!(
@@ -480,14 +672,16 @@ impl SigningInput<'_> {
                 self.method.to_ascii_lowercase(),
                 self.target
             ),
-            format!("host: {}", self.host),
         ];
+        if host {
+            lines.push(format!("host: {}", self.host));
+        }
         if let Some(b) = &self.body {
             lines.push(format!("content-length: {}", b.content_length));
             lines.push(format!("content-type: {}", b.content_type));
             lines.push(format!("x-content-sha256: {}", b.content_sha256));
         }
-        lines.join("\n")
+        lines
     }
 }
 
@@ -631,6 +825,538 @@ fn public_fingerprint(key: &RsaKeyPair) -> Result<String, String> {
 }
 
 // ---------------------------------------------------------------------------
+// Instance principals.
+
+/// A certificate's fingerprint as Oracle's SDKs write it in a federation
+/// `keyId`: the SHA-256 of its DER, lowercase hex pairs (`ab:cd:...`).
+pub fn certificate_fingerprint(der: &[u8]) -> String {
+    sha2::Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The `keyId` of a request to the X.509 federation endpoint, signed with
+/// the instance certificate's key.
+pub fn federation_key_id(tenancy: &str, fingerprint: &str) -> String {
+    format!("{tenancy}/fed-x509-sha256/{fingerprint}")
+}
+
+/// The `keyId` of a request signed with a security token's session key.
+pub fn security_token_key_id(token: &str) -> String {
+    format!("ST${token}")
+}
+
+/// The tenancy OCID an instance certificate names: the value of the first
+/// subject attribute (OCI puts it in an `OU`) that starts with
+/// `opc-tenant:`, whatever its type, as the Go and Python SDKs read it; else
+/// one that starts with `opc-identity:` (the Python SDK's fallback).
+pub fn certificate_tenancy(cert_der: &[u8]) -> Result<String, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| format!("not an X.509 certificate ({e})"))?;
+    tenancy_of(&cert)
+}
+
+fn tenancy_of(cert: &x509_parser::certificate::X509Certificate<'_>) -> Result<String, String> {
+    let values: Vec<&str> = cert
+        .subject()
+        .iter_attributes()
+        .filter_map(|a| a.as_str().ok())
+        .collect();
+    let found = values
+        .iter()
+        .copied()
+        .find_map(|v| v.strip_prefix("opc-tenant:"))
+        .or_else(|| {
+            values
+                .iter()
+                .copied()
+                .find_map(|v| v.strip_prefix("opc-identity:"))
+        })
+        .map(str::trim);
+    match found {
+        Some(tenancy) if !tenancy.is_empty() && !tenancy.contains(char::is_whitespace) => {
+            Ok(tenancy.to_owned())
+        }
+        _ => Err(format!(
+            "its subject ({}) names no tenancy: it has no opc-tenant: attribute",
+            truncate(cert.subject().to_string(), 200)
+        )),
+    }
+}
+
+/// The `exp` and `iat` claims (Unix seconds) of a security token, a JWT.
+/// Its payload is read, not verified: the auth service signed it for the
+/// services, which check it.
+pub fn token_times(token: &str) -> Result<(i64, Option<i64>), String> {
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
+        return Err("the security token is not a JWT (header.payload.signature)".into());
+    }
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(parts[1].trim_end_matches('='))
+        .map_err(|e| format!("the security token's payload is not base64url ({e})"))?;
+    let claims: Value = serde_json::from_slice(&payload)
+        .map_err(|e| format!("the security token's payload is not JSON ({e})"))?;
+    let number = |name: &str| {
+        claims
+            .get(name)
+            .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
+    };
+    let exp = number("exp").ok_or("the security token has no exp claim")?;
+    Ok((exp, number("iat")))
+}
+
+/// When a token is replaced (Unix seconds): `TOKEN_EXPIRY_JITTER_SECS`
+/// before it expires, or after half its lifetime (from `iat`, else from
+/// when it was obtained) when that is sooner.
+pub fn token_refresh_at(exp: i64, iat: Option<i64>, obtained: i64) -> i64 {
+    let issued = iat.unwrap_or(obtained).min(exp);
+    exp - TOKEN_EXPIRY_JITTER_SECS.min((exp - issued) / 2)
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// The instance's identity, as the metadata service serves it.
+struct Leaf {
+    der: Vec<u8>,
+    tenancy: String,
+    /// `certificate_fingerprint` of `der`.
+    fingerprint: String,
+    key: RsaKeyPair,
+}
+
+/// The leaf certificate and its key: the tenancy named, the key the
+/// certificate's.
+fn leaf_identity(cert_pem: &[u8], key_pem: &[u8]) -> Result<Leaf, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let der = CertificateDer::from_pem_slice(cert_pem)
+        .map_err(|e| format!("identity/cert.pem is not a PEM certificate ({e})"))?
+        .to_vec();
+    let (tenancy, public_key) = {
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| format!("identity/cert.pem is not an X.509 certificate ({e})"))?;
+        let tenancy = tenancy_of(&cert).map_err(|e| format!("identity/cert.pem: {e}"))?;
+        (tenancy, cert.public_key().subject_public_key.data.to_vec())
+    };
+    let key = match PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| format!("identity/key.pem is not a PEM private key ({e})"))?
+    {
+        PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()),
+        PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
+        _ => return Err("identity/key.pem is not an RSA key".into()),
+    }
+    .map_err(|e| format!("identity/key.pem is not a usable RSA key ({e})"))?;
+    if AsRef::<[u8]>::as_ref(key.public_key()) != public_key.as_slice() {
+        return Err(
+            "identity/key.pem is not the key of identity/cert.pem (they may be rotating; a retry converges)"
+                .into(),
+        );
+    }
+    Ok(Leaf {
+        fingerprint: certificate_fingerprint(&der),
+        der,
+        tenancy,
+        key,
+    })
+}
+
+/// Every certificate of a PEM text, base64 DER.
+fn certificates_b64(pem: &[u8]) -> Result<Vec<String>, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not PEM certificates ({e})"))?;
+    if certs.is_empty() {
+        return Err("no PEM certificate in it".into());
+    }
+    Ok(certs
+        .iter()
+        .map(|c| {
+            let der: &[u8] = c;
+            base64::engine::general_purpose::STANDARD.encode(der)
+        })
+        .collect())
+}
+
+/// A fresh RSA-2048 session key pair (off the async threads).
+async fn session_key() -> Result<RsaKeyPair, String> {
+    tokio::task::spawn_blocking(|| RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048))
+        .await
+        .map_err(|e| format!("generating the session key failed ({e})"))?
+        .map_err(|_| "generating the session key failed".to_owned())
+}
+
+/// `{"token": "..."}`.
+#[derive(Deserialize)]
+struct TokenDto {
+    token: String,
+}
+
+/// A security token and the session key it is bound to.
+struct Session {
+    /// `ST${token}`.
+    key_id: Zeroizing<String>,
+    key: RsaKeyPair,
+    tenancy: String,
+    /// Unix seconds.
+    refresh_at: i64,
+    expires_at: i64,
+}
+
+impl Session {
+    /// The `Authorization` header of a request.
+    fn authorization(&self, input: &SigningInput<'_>) -> Result<String, String> {
+        let signature = rsa_sha256(&self.key, &input.signing_string())?;
+        Ok(authorization(&self.key_id, &input.headers(), &signature))
+    }
+}
+
+/// The instance principal: its security token, obtained and replaced as
+/// Oracle's SDKs do.
+struct InstancePrincipal {
+    metadata: Endpoint,
+    federation: Option<Endpoint>,
+    /// The store's region: the federation endpoint's when the metadata
+    /// service does not name one.
+    region: String,
+    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+}
+
+impl InstancePrincipal {
+    fn new(metadata: Endpoint, federation: Option<Endpoint>, region: String) -> Self {
+        Self {
+            metadata,
+            federation,
+            region,
+            session: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The token to sign with now: the cached one, or a new one once it is
+    /// due (the current one is kept while a refresh fails and it has not
+    /// expired).
+    async fn session(
+        &self,
+        http: &HttpClient,
+        deadline: Duration,
+    ) -> Result<Arc<Session>, StoreError> {
+        let mut current = self.session.lock().await;
+        let now = unix_now();
+        if let Some(s) = current.as_ref()
+            && now < s.refresh_at
+        {
+            return Ok(s.clone());
+        }
+        let previous = current.as_ref().map(|s| s.tenancy.clone());
+        match self.federate(http, deadline, previous.as_deref()).await {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                *current = Some(fresh.clone());
+                Ok(fresh)
+            }
+            Err(e) => match current.as_ref() {
+                Some(old) if unix_now() < old.expires_at => {
+                    tracing::warn!(error = %e, "refreshing the OCI instance principal's security token failed; the current one is still valid");
+                    Ok(old.clone())
+                }
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// After a 401: drops the token that was refused (unless another call
+    /// replaced it already).
+    async fn forget(&self, used: &Arc<Session>) {
+        let mut current = self.session.lock().await;
+        if current.as_ref().is_some_and(|s| Arc::ptr_eq(s, used)) {
+            *current = None;
+        }
+    }
+
+    /// The certificates (fetched anew: they rotate), a new session key, and
+    /// a token for it from the federation endpoint.
+    async fn federate(
+        &self,
+        http: &HttpClient,
+        deadline: Duration,
+        previous_tenancy: Option<&str>,
+    ) -> Result<Session, StoreError> {
+        let metadata = self.metadata.url();
+        let other = |m: String| {
+            StoreError::Other(format!(
+                "instance principal: the instance metadata service at {metadata}: {m}"
+            ))
+        };
+        let cert_pem = self.metadata_get(http, "identity/cert.pem").await?;
+        let key_pem = Zeroizing::new(self.metadata_get(http, "identity/key.pem").await?.to_vec());
+        let intermediate_pem = self.metadata_get(http, "identity/intermediate.pem").await?;
+        let leaf = leaf_identity(&cert_pem, &key_pem).map_err(other)?;
+        drop(key_pem);
+        if let Some(previous) = previous_tenancy
+            && previous != leaf.tenancy
+        {
+            return Err(other(format!(
+                "the instance certificate now names tenancy {} instead of {previous}; restart to use the new tenancy",
+                leaf.tenancy
+            )));
+        }
+        let intermediates = certificates_b64(&intermediate_pem)
+            .map_err(|e| other(format!("identity/intermediate.pem: {e}")))?;
+        let federation = self.federation_endpoint(http).await?;
+        let key = session_key()
+            .await
+            .map_err(|e| StoreError::Other(format!("instance principal: {e}")))?;
+        let public_key = key.public_key().as_der().map_err(|_| {
+            StoreError::Other("instance principal: cannot encode the session public key".into())
+        })?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let body = serde_json::to_vec(&json!({
+            "certificate": b64.encode(leaf.der.as_slice()),
+            "publicKey": b64.encode(AsRef::<[u8]>::as_ref(&*public_key)),
+            "intermediateCertificates": intermediates,
+            "purpose": FEDERATION_PURPOSE,
+            "fingerprintAlgorithm": FINGERPRINT_ALGORITHM,
+        }))
+        .map_err(|e| StoreError::Other(format!("instance principal: token request body: {e}")))?;
+        let obtained = unix_now();
+        let token = self
+            .request_token(http, deadline, &federation, &leaf, Bytes::from(body))
+            .await?;
+        let (exp, iat) = token_times(&token).map_err(|e| {
+            StoreError::Other(format!(
+                "instance principal: the OCI auth service at {}: {e}",
+                federation.url()
+            ))
+        })?;
+        if exp <= obtained {
+            tracing::warn!(
+                exp,
+                now = obtained,
+                "the OCI instance principal's new security token has expired by this host's clock; check the clock"
+            );
+        }
+        tracing::debug!(
+            tenancy = %leaf.tenancy,
+            certificate = %leaf.fingerprint,
+            expires_in_secs = exp - obtained,
+            "OCI instance principal security token obtained"
+        );
+        Ok(Session {
+            key_id: Zeroizing::new(security_token_key_id(&token)),
+            key,
+            tenancy: leaf.tenancy,
+            refresh_at: token_refresh_at(exp, iat, obtained),
+            expires_at: exp,
+        })
+    }
+
+    /// `GET {metadata}/{item}` with `Authorization: Bearer Oracle`.
+    async fn metadata_get(&self, http: &HttpClient, item: &str) -> Result<Bytes, StoreError> {
+        let base = self.metadata.url();
+        let url = format!("{base}/{item}");
+        let headers = [(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static(METADATA_AUTHORIZATION),
+        )];
+        let resp = http
+            .request(Method::GET, &url, &headers, None)
+            .await
+            .map_err(|e| match e {
+                HttpError::Unavailable(m) => StoreError::Unavailable(format!(
+                    "instance principal: the instance metadata service at {base} ({item}): {m}; auth: instancePrincipal reads the instance's identity from it, so it works on an OCI compute instance (an OKE node whose pods reach 169.254.169.254) only"
+                )),
+                HttpError::Invalid(m) => StoreError::Invalid(format!(
+                    "instance principal: the instance metadata service at {base} ({item}): {m}"
+                )),
+            })?;
+        if resp.status.is_success() {
+            return Ok(resp.body);
+        }
+        let message = format!(
+            "instance principal: the instance metadata service at {base} answered HTTP {} for {item}",
+            resp.status.as_u16()
+        );
+        Err(if resp.status.is_server_error() {
+            StoreError::Unavailable(message)
+        } else {
+            StoreError::Other(format!(
+                "{message}; is this an OCI compute instance with an instance principal identity?"
+            ))
+        })
+    }
+
+    /// `federationEndpoint`, else the auth endpoint of the region the
+    /// metadata service names (`us-ashburn-1`; a short code like `iad`, as
+    /// older instances answer: the store's region).
+    async fn federation_endpoint(&self, http: &HttpClient) -> Result<Endpoint, StoreError> {
+        if let Some(e) = &self.federation {
+            return Ok(e.clone());
+        }
+        let answer = self.metadata_get(http, "instance/region").await?;
+        let named = String::from_utf8_lossy(&answer).trim().to_ascii_lowercase();
+        let region = if check_region(&named).is_ok() {
+            named
+        } else {
+            self.region.clone()
+        };
+        default_federation_endpoint(&region)
+            .map_err(|e| StoreError::Invalid(format!("instance principal: {e}")))
+    }
+
+    /// `POST` the token request, signed with the leaf key; sent once more
+    /// after a `429`/`5xx` answer or a lost connection when time is left.
+    async fn request_token(
+        &self,
+        http: &HttpClient,
+        deadline: Duration,
+        federation: &Endpoint,
+        leaf: &Leaf,
+        body: Bytes,
+    ) -> Result<String, StoreError> {
+        let url = federation.url();
+        let key_id = federation_key_id(&leaf.tenancy, &leaf.fingerprint);
+        let sha = body_sha256(&body);
+        let invalid = |what: &str| {
+            StoreError::Invalid(format!(
+                "instance principal: the token request to {url}: {what} has characters a header cannot carry"
+            ))
+        };
+        let started = Instant::now();
+        let mut attempt = 0;
+        let resp = loop {
+            attempt += 1;
+            let date = http_date(time::OffsetDateTime::now_utc());
+            let input = SigningInput {
+                method: "POST",
+                target: &federation.path,
+                host: &federation.origin.host,
+                date: &date,
+                body: Some(BodyHeaders {
+                    content_length: body.len(),
+                    content_type: JSON,
+                    content_sha256: &sha,
+                }),
+            };
+            let signature = rsa_sha256(&leaf.key, &input.federation_signing_string())
+                .map_err(|e| StoreError::Other(format!("instance principal: {e}")))?;
+            let mut authorization = HeaderValue::from_str(&authorization(
+                &key_id,
+                FEDERATION_SIGNED_HEADERS,
+                &signature,
+            ))
+            .map_err(|_| invalid("the Authorization header"))?;
+            authorization.set_sensitive(true);
+            let headers = vec![
+                (
+                    http::header::DATE,
+                    HeaderValue::from_str(&date).map_err(|_| invalid("the date"))?,
+                ),
+                (
+                    http::header::HOST,
+                    HeaderValue::from_str(&federation.origin.host)
+                        .map_err(|_| invalid("the host"))?,
+                ),
+                (http::header::ACCEPT, HeaderValue::from_static(JSON)),
+                (http::header::CONTENT_TYPE, HeaderValue::from_static(JSON)),
+                (http::header::CONTENT_LENGTH, HeaderValue::from(body.len())),
+                (
+                    HeaderName::from_static(X_CONTENT_SHA256),
+                    HeaderValue::from_str(&sha).map_err(|_| invalid("the body hash"))?,
+                ),
+                (http::header::AUTHORIZATION, authorization),
+            ];
+            let result = http
+                .request(Method::POST, &url, &headers, Some(body.clone()))
+                .await;
+            let retryable = match &result {
+                Ok(r) => matches!(r.status.as_u16(), 429 | 500 | 502 | 503 | 504),
+                Err(HttpError::Unavailable(_)) => true,
+                Err(HttpError::Invalid(_)) => false,
+            };
+            if attempt == 1 && retryable && started.elapsed() + RETRY_WAIT < deadline / 2 {
+                tokio::time::sleep(RETRY_WAIT).await;
+                continue;
+            }
+            break result.map_err(|e| match e {
+                HttpError::Unavailable(m) => StoreError::Unavailable(format!(
+                    "instance principal: the OCI auth service at {url}: {m}"
+                )),
+                HttpError::Invalid(m) => StoreError::Invalid(format!(
+                    "instance principal: the OCI auth service at {url}: {m}"
+                )),
+            })?;
+        };
+        if !resp.status.is_success() {
+            return Err(federation_error(&url, &resp, leaf));
+        }
+        let dto: TokenDto = resp.json().map_err(|e| {
+            StoreError::Other(format!(
+                "instance principal: the OCI auth service at {url}: {e}"
+            ))
+        })?;
+        Ok(dto.token)
+    }
+}
+
+/// A refused token request: what the auth service said, and what to check.
+fn federation_error(url: &str, resp: &Response, leaf: &Leaf) -> StoreError {
+    let status = resp.status.as_u16();
+    let body = refusal(resp);
+    let mut detail = format!("HTTP {status}");
+    if !body.code.is_empty() {
+        detail.push(' ');
+        detail.push_str(&truncate(one_line(&body.code), 60));
+    }
+    let message = scrub(&body.message, None);
+    if !message.is_empty() {
+        detail.push_str(": ");
+        detail.push_str(&message);
+    }
+    if let Some(id) = header_text(resp, OPC_REQUEST_ID) {
+        detail.push_str(&format!(" (opc-request-id {id})"));
+    }
+    let what = format!("instance principal: token request to the OCI auth service at {url}");
+    match status {
+        401 | 403 | 404 => StoreError::PermissionDenied(format!(
+            "{what}: {detail}; the auth service did not accept the instance certificate of tenancy {} (SHA-256 fingerprint {}) \
+             from the instance metadata service: this must run on an OCI compute instance of that tenancy, \
+             federationEndpoint (if set) must be the auth endpoint of the instance's realm, and this host's clock must be right \
+             (OCI allows 5 minutes of skew)",
+            leaf.tenancy, leaf.fingerprint
+        )),
+        429 => StoreError::Throttled(format!("{what}: {detail}")),
+        500..=599 => StoreError::Unavailable(format!("{what}: {detail}")),
+        400 => StoreError::Invalid(format!("{what}: {detail}")),
+        _ => StoreError::Other(format!("{what}: {detail}")),
+    }
+}
+
+/// A store error with `what` (the operation and the secret) in front.
+fn prefixed(what: &str, e: StoreError) -> StoreError {
+    let p = |m: String| format!("{what}: {m}");
+    match e {
+        StoreError::PermissionDenied(m) => StoreError::PermissionDenied(p(m)),
+        StoreError::Unavailable(m) => StoreError::Unavailable(p(m)),
+        StoreError::Throttled(m) => StoreError::Throttled(p(m)),
+        StoreError::PendingDeletion(m) => StoreError::PendingDeletion(p(m)),
+        StoreError::Invalid(m) => StoreError::Invalid(p(m)),
+        StoreError::Other(m) => StoreError::Other(p(m)),
+    }
+}
+
+/// Who signs the store's requests.
+enum Principal {
+    ApiKey(ApiKey),
+    Instance(InstancePrincipal),
+}
+
+// ---------------------------------------------------------------------------
 // Answers.
 
 /// `Secret` and `SecretSummary` (the fields used).
@@ -718,28 +1444,9 @@ fn name_taken(resp: &Response) -> bool {
     }
 }
 
-/// Whitespace collapsed.
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// A service message without the written value (plain or base64), bounded.
+/// A service message without the written value (any form), bounded.
 fn scrub(message: &str, payload: Option<&SecretValue>) -> String {
-    let mut text = one_line(message);
-    if let Some(p) = payload {
-        let mut b64 = base64::engine::general_purpose::STANDARD.encode(p.expose());
-        if b64.len() >= 4 && text.contains(&b64) {
-            text = text.replace(&b64, "<redacted>");
-        }
-        b64.zeroize();
-        if let Ok(plain) = std::str::from_utf8(p.expose())
-            && plain.len() >= 4
-            && text.contains(plain)
-        {
-            text = text.replace(plain, "<redacted>");
-        }
-    }
-    truncate(text, 240)
+    super::text::redact(message, payload, Vec::new(), 240)
 }
 
 fn transport_error(what: &str, e: HttpError) -> StoreError {
@@ -753,19 +1460,10 @@ fn unexpected(what: &str, problem: impl std::fmt::Display) -> StoreError {
     StoreError::Other(format!("{what}: unexpected answer from OCI: {problem}"))
 }
 
-fn wipe(v: &mut Value) {
-    match v {
-        Value::String(s) => s.zeroize(),
-        Value::Object(o) => o.values_mut().for_each(wipe),
-        Value::Array(a) => a.iter_mut().for_each(wipe),
-        _ => {}
-    }
-}
-
 /// A JSON body (it may hold a value): serialized once, the tree wiped.
 fn body_bytes(mut doc: Value) -> Result<Bytes, StoreError> {
     let bytes = serde_json::to_vec(&doc);
-    wipe(&mut doc);
+    crate::secret::wipe_json(&mut doc);
     bytes
         .map(Bytes::from)
         .map_err(|e| StoreError::Invalid(format!("JSON body: {e}")))
@@ -898,7 +1596,7 @@ enum Updated {
 
 pub struct OciVaultStore {
     http: HttpClient,
-    key: ApiKey,
+    principal: Principal,
     region: String,
     compartment_id: String,
     vault_id: String,
@@ -912,26 +1610,51 @@ pub struct OciVaultStore {
 impl OciVaultStore {
     /// Builds the client once; it is shared by all reviews. Reads the API
     /// key (naming the file when it is missing or unusable) and the CA file;
-    /// contacts nothing.
+    /// contacts nothing (an instance principal gets its first token with the
+    /// first request).
     pub async fn build(config: &StoreConfig) -> Result<Self, String> {
         let s = settings(config)?;
-        let key = ApiKey::load(&s.tenancy, &s.user, &s.fingerprint, &s.private_key_file)?;
+        let principal = match &s.auth {
+            AuthSettings::ApiKey {
+                tenancy,
+                user,
+                fingerprint,
+                private_key_file,
+            } => Principal::ApiKey(ApiKey::load(tenancy, user, fingerprint, private_key_file)?),
+            AuthSettings::InstancePrincipal {
+                metadata,
+                federation,
+            } => Principal::Instance(InstancePrincipal::new(
+                metadata.clone(),
+                federation.clone(),
+                s.region.clone(),
+            )),
+        };
         let deadline = config.deadline.unwrap_or(DEFAULT_DEADLINE);
         let http = HttpClient::new(&HttpConfig {
             ca_file: s.ca_file.clone(),
             connect_timeout: CONNECT_TIMEOUT.min(deadline),
             request_timeout: deadline,
         })?;
-        tracing::info!(
-            region = %s.region,
-            vault = %s.vault_id,
-            compartment = %s.compartment_id,
-            api_key = %key.key_id,
-            "oci-vault store ready"
-        );
+        match &principal {
+            Principal::ApiKey(key) => tracing::info!(
+                region = %s.region,
+                vault = %s.vault_id,
+                compartment = %s.compartment_id,
+                api_key = %key.key_id,
+                "oci-vault store ready"
+            ),
+            Principal::Instance(instance) => tracing::info!(
+                region = %s.region,
+                vault = %s.vault_id,
+                compartment = %s.compartment_id,
+                metadata = %instance.metadata.url(),
+                "oci-vault store ready (instance principal)"
+            ),
+        }
         Ok(Self {
             http,
-            key,
+            principal,
             region: s.region,
             compartment_id: s.compartment_id,
             vault_id: s.vault_id,
@@ -945,9 +1668,13 @@ impl OciVaultStore {
         })
     }
 
-    /// The `keyId` the store signs with: `{tenancy}/{user}/{fingerprint}`.
-    pub fn api_key_id(&self) -> &str {
-        &self.key.key_id
+    /// The `keyId` the store signs with when it uses an API key:
+    /// `{tenancy}/{user}/{fingerprint}`.
+    pub fn api_key_id(&self) -> Option<&str> {
+        match &self.principal {
+            Principal::ApiKey(key) => Some(key.key_id.as_str()),
+            Principal::Instance(_) => None,
+        }
     }
 
     fn lock(&self, name: &RemoteName) -> &tokio::sync::Mutex<()> {
@@ -959,28 +1686,75 @@ impl OciVaultStore {
 
     // -- permissions, for messages -------------------------------------------
 
+    /// Who signs, who is granted in the policies, and as whom: for
+    /// messages.
+    fn grantee(&self) -> (&'static str, &'static str, &'static str) {
+        match &self.principal {
+            Principal::ApiKey(_) => ("the API key's user", "its groups need", "group <group>"),
+            Principal::Instance(_) => (
+                "the instance principal",
+                "a dynamic group whose matching rule takes in this instance needs",
+                "dynamic-group <dynamic-group>",
+            ),
+        }
+    }
+
     fn needs_read(&self, what: &str) -> String {
+        let (who, holder, grantee) = self.grantee();
         format!(
-            "either it does not exist or the API key's user may not {what}: its groups need a policy like \
-             \"Allow group <group> to read secret-family in compartment <compartment>\" for compartment {} \
+            "either it does not exist or {who} may not {what}: {holder} a policy like \
+             \"Allow {grantee} to read secret-family in compartment <compartment>\" for compartment {} \
              (ListSecrets needs inspect secrets, GetSecret read secrets, GetSecretBundle read secret-bundles)",
             self.compartment_id
         )
     }
 
     fn needs_write(&self, key_id: &str) -> String {
+        let (who, holder, grantee) = self.grantee();
         format!(
-            "either the API key's user may not write secrets or vaultId {}, keyId {key_id} or compartmentId {} \
-             does not exist in region {}: its groups need \"Allow group <group> to manage secret-family in compartment <compartment>\" \
-             and \"Allow group <group> to use keys in compartment <compartment> where target.key.id = '{key_id}'\"",
+            "either {who} may not write secrets or vaultId {}, keyId {key_id} or compartmentId {} \
+             does not exist in region {}: {holder} \"Allow {grantee} to manage secret-family in compartment <compartment>\" \
+             and \"Allow {grantee} to use keys in compartment <compartment> where target.key.id = '{key_id}'\"",
             self.vault_id, self.compartment_id, self.region
         )
     }
 
+    /// What a `401` means.
+    fn signature_hint(&self) -> String {
+        match &self.principal {
+            Principal::ApiKey(key) => format!(
+                "OCI did not accept the request signature of API key {}: check tenancy, user and fingerprint, \
+                 that this key's public half is uploaded to the user (Identity > Users > API keys), and this host's clock \
+                 (OCI allows 5 minutes of skew)",
+                key.key_id
+            ),
+            Principal::Instance(_) => "OCI did not accept the request signature of the instance principal's security token, \
+                 also not with a new token: check this host's clock (OCI allows 5 minutes of skew)"
+                .to_owned(),
+        }
+    }
+
     // -- requests --------------------------------------------------------------
 
+    /// The instance principal's security token (`None` with an API key).
+    async fn session(&self, what: &str) -> Result<Option<Arc<Session>>, StoreError> {
+        match &self.principal {
+            Principal::ApiKey(_) => Ok(None),
+            Principal::Instance(instance) => instance
+                .session(&self.http, self.deadline)
+                .await
+                .map(Some)
+                .map_err(|e| prefixed(what, e)),
+        }
+    }
+
     /// One signed request.
-    async fn send_once(&self, req: &Req, what: &str) -> Result<Response, StoreError> {
+    async fn send_once(
+        &self,
+        req: &Req,
+        what: &str,
+        session: Option<&Session>,
+    ) -> Result<Response, StoreError> {
         let origin = match req.service {
             Service::Vaults => &self.vaults,
             Service::Secrets => &self.secrets,
@@ -1012,12 +1786,13 @@ impl OciVaultStore {
                 ))
             })
         };
-        let mut authorization = header(
-            &self
-                .key
-                .authorization(&input)
-                .map_err(|e| StoreError::Other(format!("{what}: {e}")))?,
-        )?;
+        let signed = match (&self.principal, session) {
+            (Principal::ApiKey(key), _) => key.authorization(&input),
+            (Principal::Instance(_), Some(session)) => session.authorization(&input),
+            (Principal::Instance(_), None) => Err("no security token to sign with".to_owned()),
+        };
+        let mut authorization =
+            header(&signed.map_err(|e| StoreError::Other(format!("{what}: {e}")))?)?;
         authorization.set_sensitive(true);
         let mut headers = vec![
             (http::header::DATE, header(&date)?),
@@ -1040,10 +1815,22 @@ impl OciVaultStore {
     }
 
     /// A request, sent once more after a `429`/`5xx` answer or a lost
-    /// connection when it is idempotent and time is left.
+    /// connection when it is idempotent and time is left. A security token
+    /// refused with `401` (revoked, or expired early) is replaced and the
+    /// request sent once more with the new one, as Oracle's SDKs do (a
+    /// refused request did nothing).
     async fn send(&self, req: &Req, what: &str) -> Result<Response, StoreError> {
         let started = Instant::now();
-        let first = self.send_once(req, what).await;
+        let mut session = self.session(what).await?;
+        let mut first = self.send_once(req, what, session.as_deref()).await;
+        let refused = matches!(&first, Ok(r) if r.status == StatusCode::UNAUTHORIZED);
+        if refused
+            && let (Principal::Instance(instance), Some(used)) = (&self.principal, session.take())
+        {
+            instance.forget(&used).await;
+            session = self.session(what).await?;
+            first = self.send_once(req, what, session.as_deref()).await;
+        }
         let retryable = match &first {
             Ok(r) => matches!(r.status.as_u16(), 429 | 500 | 502 | 503 | 504),
             Err(StoreError::Unavailable(_)) => true,
@@ -1053,7 +1840,7 @@ impl OciVaultStore {
             return first;
         }
         tokio::time::sleep(RETRY_WAIT).await;
-        self.send_once(req, what).await
+        self.send_once(req, what, session.as_deref()).await
     }
 
     /// A non-success answer as a store error naming the operation, the
@@ -1076,12 +1863,9 @@ impl OciVaultStore {
         }
         let what = call.what();
         match (status, body.code.as_str()) {
-            (401, _) => StoreError::PermissionDenied(format!(
-                "{what}: {detail}; OCI did not accept the request signature of API key {}: check tenancy, user and fingerprint, \
-                 that this key's public half is uploaded to the user (Identity > Users > API keys), and this host's clock \
-                 (OCI allows 5 minutes of skew)",
-                self.key.key_id
-            )),
+            (401, _) => {
+                StoreError::PermissionDenied(format!("{what}: {detail}; {}", self.signature_hint()))
+            }
             (403, _)
             | (404, "NotAuthorizedOrNotFound")
             | (400 | 404, "RelatedResourceNotAuthorizedOrNotFound")
@@ -1940,7 +2724,10 @@ oYi+1hqp1fIekaxsyQIDAQAB
     #[test]
     fn settings_are_checked_with_the_key_named() {
         let p = settings(&config(base())).unwrap();
-        assert_eq!(p.fingerprint, DOC_FINGERPRINT, "lowercased");
+        let AuthSettings::ApiKey { fingerprint, .. } = &p.auth else {
+            panic!("apiKey is the default: {:?}", p.auth);
+        };
+        assert_eq!(fingerprint.as_str(), DOC_FINGERPRINT, "lowercased");
         assert_eq!(p.key_id, "ocid1.key.oc1.iad.bbbbbbbb.aaaaaaaakey");
         assert_eq!(
             p.vaults,
@@ -1986,7 +2773,20 @@ oYi+1hqp1fIekaxsyQIDAQAB
                 json!({"secretsEndpoint": "https://x/20190301"}),
                 "secretsEndpoint",
             ),
-            (json!({"auth": "instancePrincipal"}), "not supported yet"),
+            (
+                json!({"auth": "instancePrincipal"}),
+                "tenancy, user, fingerprint, privateKeyFile: not used with auth: instancePrincipal",
+            ),
+            (json!({"auth": "workloadIdentity"}), "not supported yet"),
+            (json!({"auth": "resourcePrincipal"}), "not supported yet"),
+            (
+                json!({"metadataEndpoint": "http://127.0.0.1:1/opc/v2"}),
+                "metadataEndpoint is only used with auth: instancePrincipal",
+            ),
+            (
+                json!({"federationEndpoint": "http://127.0.0.1:1"}),
+                "federationEndpoint is only used with auth: instancePrincipal",
+            ),
             (json!({"auth": "password"}), "password"),
         ];
         for (changes, needle) in cases {
@@ -2076,5 +2876,262 @@ oYi+1hqp1fIekaxsyQIDAQAB
         let b64 = base64::engine::general_purpose::STANDARD.encode(b"hunter2-secret");
         let out = scrub(&format!("bad\n'hunter2-secret' and {b64}"), Some(&v));
         assert_eq!(out, "bad '<redacted>' and <redacted>");
+    }
+
+    fn instance_principal() -> Value {
+        with(json!({
+            "auth": "instancePrincipal",
+            "tenancy": null,
+            "user": null,
+            "fingerprint": null,
+            "privateKeyFile": null,
+        }))
+    }
+
+    #[test]
+    fn instance_principal_settings_are_checked() {
+        let p = settings(&config(instance_principal())).unwrap();
+        assert_eq!(
+            p.auth,
+            AuthSettings::InstancePrincipal {
+                metadata: Endpoint {
+                    origin: Origin {
+                        base: "http://169.254.169.254".into(),
+                        host: "169.254.169.254".into(),
+                    },
+                    path: "/opc/v2".into(),
+                },
+                federation: None,
+            }
+        );
+        assert_eq!(
+            default_federation_endpoint("us-ashburn-1").unwrap().url(),
+            "https://auth.us-ashburn-1.oraclecloud.com/v1/x509"
+        );
+
+        let mut doc = instance_principal();
+        doc["metadataEndpoint"] = json!("http://127.0.0.1:8080/opc/v2/");
+        doc["federationEndpoint"] = json!("http://127.0.0.1:8081");
+        let p = settings(&config(doc)).unwrap();
+        let AuthSettings::InstancePrincipal {
+            metadata,
+            federation,
+        } = &p.auth
+        else {
+            panic!("{:?}", p.auth);
+        };
+        assert_eq!(metadata.url(), "http://127.0.0.1:8080/opc/v2");
+        let federation = federation.as_ref().unwrap();
+        assert_eq!(federation.url(), "http://127.0.0.1:8081/v1/x509");
+        assert_eq!(federation.path, "/v1/x509");
+        assert_eq!(federation.origin.host, "127.0.0.1:8081");
+        let mut doc = instance_principal();
+        doc["federationEndpoint"] = json!("https://auth.eu-frankfurt-1.oraclecloud.eu/v1/x509");
+        let p = settings(&config(doc)).unwrap();
+        let AuthSettings::InstancePrincipal { federation, .. } = &p.auth else {
+            panic!("{:?}", p.auth);
+        };
+        assert_eq!(
+            federation.as_ref().unwrap().url(),
+            "https://auth.eu-frankfurt-1.oraclecloud.eu/v1/x509"
+        );
+
+        // An API key's settings are refused, named.
+        let mut doc = instance_principal();
+        doc["user"] = json!(DOC_USER);
+        let err = validate(&config(doc)).unwrap_err();
+        assert!(
+            err.starts_with("user: not used with auth: instancePrincipal")
+                && err.contains("remove it"),
+            "{err}"
+        );
+        for (key, value) in [
+            ("metadataEndpoint", "ftp://169.254.169.254/opc/v2"),
+            ("metadataEndpoint", "http://169.254.169.254/opc/v2?x=1"),
+            ("federationEndpoint", "auth.example"),
+            ("federationEndpoint", "https://user:pw@auth.example/v1/x509"),
+        ] {
+            let mut doc = instance_principal();
+            doc[key] = json!(value);
+            let err = validate(&config(doc)).unwrap_err();
+            assert!(err.contains(key), "{key} {value}: {err}");
+        }
+    }
+
+    fn certificate_with(names: &[(rcgen::DnType, &str)]) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut dn = rcgen::DistinguishedName::new();
+        for (kind, value) in names {
+            dn.push(kind.clone(), *value);
+        }
+        params.distinguished_name = dn;
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn the_tenancy_comes_from_the_certificate_subject() {
+        use rcgen::DnType;
+        let tenant = format!("opc-tenant:{DOC_TENANCY}");
+        // As OCI issues them: the tenancy in an OU, after other attributes.
+        let cert = certificate_with(&[
+            (DnType::CommonName, "ocid1.instance.oc1.iad.anuwcljrexample"),
+            (
+                DnType::OrganizationName,
+                "opc-instance:ocid1.instance.oc1.iad.anuwcljrexample",
+            ),
+            (DnType::OrganizationalUnitName, tenant.as_str()),
+        ]);
+        assert_eq!(certificate_tenancy(&cert).unwrap(), DOC_TENANCY);
+        // In an O, as the SDKs read any attribute.
+        let cert = certificate_with(&[(DnType::OrganizationName, tenant.as_str())]);
+        assert_eq!(certificate_tenancy(&cert).unwrap(), DOC_TENANCY);
+        // opc-identity: is the Python SDK's fallback; opc-tenant: wins.
+        let cert = certificate_with(&[(
+            DnType::OrganizationalUnitName,
+            "opc-identity:ocid1.tenancy.oc1..aaaaaaaaidentity",
+        )]);
+        assert_eq!(
+            certificate_tenancy(&cert).unwrap(),
+            "ocid1.tenancy.oc1..aaaaaaaaidentity"
+        );
+        let cert = certificate_with(&[
+            (
+                DnType::OrganizationName,
+                "opc-identity:ocid1.tenancy.oc1..aaaaaaaaidentity",
+            ),
+            (DnType::OrganizationalUnitName, tenant.as_str()),
+        ]);
+        assert_eq!(certificate_tenancy(&cert).unwrap(), DOC_TENANCY);
+
+        let cert = certificate_with(&[(DnType::CommonName, "opc-certtype:instance")]);
+        let err = certificate_tenancy(&cert).unwrap_err();
+        assert!(
+            err.contains("no opc-tenant") && err.contains("opc-certtype:instance"),
+            "{err}"
+        );
+        let cert = certificate_with(&[(DnType::OrganizationalUnitName, "opc-tenant:")]);
+        assert!(certificate_tenancy(&cert).is_err());
+        assert!(
+            certificate_tenancy(b"junk")
+                .unwrap_err()
+                .contains("not an X.509 certificate")
+        );
+    }
+
+    #[test]
+    fn federation_key_ids_name_the_tenancy_and_the_sha256_fingerprint() {
+        // SHA-256("abc"): FIPS 180-2, appendix B.1.
+        let fingerprint = certificate_fingerprint(b"abc");
+        assert_eq!(
+            fingerprint,
+            "ba:78:16:bf:8f:01:cf:ea:41:41:40:de:5d:ae:22:23:b0:03:61:a3:96:17:7a:9c:b4:10:ff:61:f2:00:15:ad"
+        );
+        assert_eq!(
+            federation_key_id(DOC_TENANCY, &fingerprint),
+            format!("{DOC_TENANCY}/fed-x509-sha256/{fingerprint}")
+        );
+        assert_eq!(security_token_key_id("aaa.bbb.ccc"), "ST$aaa.bbb.ccc");
+
+        // The federation request is signed without host.
+        let sha = body_sha256(b"{}");
+        let input = SigningInput {
+            method: "POST",
+            target: FEDERATION_PATH,
+            host: "auth.us-ashburn-1.oraclecloud.com",
+            date: DOC_DATE,
+            body: Some(BodyHeaders {
+                content_length: 2,
+                content_type: "application/json",
+                content_sha256: &sha,
+            }),
+        };
+        let signing = input.federation_signing_string();
+        assert_eq!(
+            signing,
+            format!(
+                "date: {DOC_DATE}\n(request-target): post /v1/x509\ncontent-length: 2\ncontent-type: application/json\nx-content-sha256: {sha}"
+            )
+        );
+        let names: Vec<&str> = signing
+            .lines()
+            .map(|l| l.split(": ").next().unwrap())
+            .collect();
+        assert_eq!(names.join(" "), FEDERATION_SIGNED_HEADERS);
+    }
+
+    #[test]
+    fn instance_identities_are_checked() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(
+            rcgen::DnType::OrganizationalUnitName,
+            format!("opc-tenant:{DOC_TENANCY}"),
+        );
+        params.distinguished_name = dn;
+        let cert = params.self_signed(&key).unwrap();
+        let cert_pem = cert.pem();
+        let leaf = leaf_identity(cert_pem.as_bytes(), key.serialize_pem().as_bytes()).unwrap();
+        assert_eq!(leaf.tenancy, DOC_TENANCY);
+        assert_eq!(leaf.fingerprint, certificate_fingerprint(cert.der()));
+        assert!(leaf.der == cert.der().to_vec());
+        // The metadata service writes PKCS#1 keys.
+        let pkcs1 = pem("RSA PRIVATE KEY", &pkcs8_to_pkcs1(&key.serialize_der()));
+        assert!(leaf_identity(cert_pem.as_bytes(), pkcs1.as_bytes()).is_ok());
+
+        let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let err = leaf_identity(cert_pem.as_bytes(), other.serialize_pem().as_bytes())
+            .err()
+            .unwrap();
+        assert!(err.contains("not the key of identity/cert.pem"), "{err}");
+        let err = leaf_identity(b"junk", pkcs1.as_bytes()).err().unwrap();
+        assert!(err.contains("identity/cert.pem"), "{err}");
+        let err = leaf_identity(cert_pem.as_bytes(), b"junk").err().unwrap();
+        assert!(err.contains("identity/key.pem"), "{err}");
+
+        let two = format!("{cert_pem}{cert_pem}");
+        assert_eq!(certificates_b64(two.as_bytes()).unwrap().len(), 2);
+        assert!(certificates_b64(b"junk").is_err());
+    }
+
+    #[test]
+    fn security_tokens_are_read_and_replaced_in_time() {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let token = |claims: Value| {
+            format!(
+                "{}.{}.c2lnbmF0dXJl",
+                b64.encode(br#"{"alg":"RS256","typ":"JWT"}"#),
+                b64.encode(claims.to_string())
+            )
+        };
+        assert_eq!(
+            token_times(&token(json!({"exp": 1_700_001_200, "iat": 1_700_000_000}))).unwrap(),
+            (1_700_001_200, Some(1_700_000_000))
+        );
+        assert_eq!(
+            token_times(&token(json!({"exp": 1_700_001_200.0}))).unwrap(),
+            (1_700_001_200, None)
+        );
+        assert!(
+            token_times(&token(json!({"iat": 1})))
+                .unwrap_err()
+                .contains("exp")
+        );
+        assert!(token_times("aaa.bbb").unwrap_err().contains("JWT"));
+        assert!(
+            token_times("aaa.!!!.ccc")
+                .unwrap_err()
+                .contains("base64url")
+        );
+
+        // A 20-minute token: 60 s before it expires.
+        assert_eq!(token_refresh_at(1_200, Some(0), 5), 1_140);
+        // A short one: after half its lifetime.
+        assert_eq!(token_refresh_at(1_006, Some(1_000), 1_000), 1_003);
+        // No iat: counted from when it was obtained.
+        assert_eq!(token_refresh_at(1_100, None, 1_000), 1_050);
+        // Expired on arrival (a clock behind): at once.
+        assert_eq!(token_refresh_at(900, Some(1_000), 1_000), 900);
     }
 }

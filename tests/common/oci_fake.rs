@@ -26,6 +26,31 @@
 //! Anything else is `401` with OCI's error shape `{"code":
 //! "NotAuthenticated", "message": ...}`.
 //!
+//! **Instance principals.** The same server is the instance metadata
+//! service (`GET /opc/v2/instance/region`, `/opc/v2/identity/cert.pem`,
+//! `key.pem` and `intermediate.pem`, each requiring `Authorization: Bearer
+//! Oracle`) of an instance `provision_instance` made: an RSA leaf
+//! certificate whose subject carries `OU=opc-tenant:<tenancy>`, issued by
+//! an intermediate CA under a root CA. And it is the auth service's X.509
+//! federation endpoint (`POST /v1/x509`, the store's `federationEndpoint`),
+//! which checks the request the way Oracle documents and its SDKs send it:
+//! a `keyId` of `{tenancy}/fed-x509-sha256/{SHA-256 fingerprint of the
+//! leaf}` naming the certificate in the body (`certificate`, base64 DER),
+//! its signature (over date, (request-target), content-length,
+//! content-type and x-content-sha256; host is not required) verifying with
+//! the leaf's public key, the leaf chaining through one of the
+//! `intermediateCertificates` to a root CA the fake trusts, valid now,
+//! `fingerprintAlgorithm: SHA256`, and an RSA `publicKey` (the session key,
+//! base64 DER SubjectPublicKeyInfo). It answers `{"token": <JWT>}`, a
+//! JWT-shaped token (base64url header, payload with `iat` and `exp`, and a
+//! signature) bound to that session key; a refused federation is `401
+//! NotAuthenticated`. The Vault APIs then accept `keyId="ST$<token>"`
+//! signatures that verify with the token's session key, while the token
+//! has not expired (else `401 NotAuthenticated`), with the permissions of
+//! the instance's dynamic group (`set_instance_perms`). Token lifetimes
+//! are settable (`set_token_lifetime`), and tokens can be expired early
+//! (`expire_tokens`).
+//!
 //! Also: IAM-like permissions per key (OCI answers `404
 //! NotAuthorizedOrNotFound` when a permission is missing), OCI's error JSON
 //! and codes (`InvalidParameter` "name already exists" for a taken name,
@@ -82,6 +107,10 @@ pub enum Op {
     UpdateSecret,
     GetSecretBundle,
     GetSecretBundleByName,
+    /// A GET of the instance metadata service (`/opc/v2/...`).
+    Metadata,
+    /// The auth service's X.509 federation endpoint (`POST /v1/x509`).
+    Federation,
     Unknown,
 }
 
@@ -212,6 +241,17 @@ struct Registered {
     perms: Perms,
 }
 
+/// A security token the federation endpoint issued.
+struct Issued {
+    /// The session key it is bound to (DER SubjectPublicKeyInfo).
+    public_key: Vec<u8>,
+    /// Unix seconds.
+    expires: i64,
+}
+
+/// The default lifetime of a security token (seconds): 20 minutes.
+pub const DEFAULT_TOKEN_LIFETIME_SECS: i64 = 1200;
+
 #[derive(Default)]
 struct State {
     keys: BTreeMap<String, Registered>,
@@ -225,6 +265,17 @@ struct State {
     /// At most this many items per ListSecrets page (0: the `limit`).
     page_size: usize,
     clock_skew: i64,
+    /// What the instance metadata service serves.
+    identity: Option<InstanceIdentity>,
+    /// Root CAs (DER) the federation endpoint trusts.
+    trusted_roots: Vec<Vec<u8>>,
+    /// Security tokens issued, by token.
+    tokens: BTreeMap<String, Issued>,
+    /// The lifetime of new security tokens (seconds).
+    token_lifetime: i64,
+    /// What instance principals may do (their dynamic group's policies);
+    /// `None`: `Perms::MANAGE`.
+    instance_perms: Option<Perms>,
 }
 
 // ---------------------------------------------------------------------------
@@ -326,6 +377,114 @@ fn pkcs8_to_pkcs1(der: &[u8]) -> Vec<u8> {
 }
 
 // ---------------------------------------------------------------------------
+// Instance identities.
+
+/// An instance's identity as the instance metadata service serves it: an
+/// RSA leaf certificate (subject `CN=<instance>, O=opc-instance:<instance>,
+/// OU=opc-tenant:<tenancy>`) and its key, issued by an intermediate CA,
+/// itself issued by a root CA.
+#[derive(Clone, Debug)]
+pub struct InstanceIdentity {
+    pub tenancy: String,
+    pub instance: String,
+    pub cert_pem: String,
+    pub cert_der: Vec<u8>,
+    /// PKCS#1 (`BEGIN RSA PRIVATE KEY`).
+    pub key_pem: String,
+    pub intermediate_pem: String,
+    /// The root CA (DER); the fake's federation endpoint trusts it or not.
+    pub root_der: Vec<u8>,
+    /// SHA-256 of the leaf certificate's DER, lowercase hex pairs.
+    pub fingerprint: String,
+}
+
+impl InstanceIdentity {
+    /// The `keyId` a federation request signed with the leaf key carries:
+    /// `{tenancy}/fed-x509-sha256/{fingerprint}`.
+    pub fn federation_key_id(&self) -> String {
+        format!("{}/fed-x509-sha256/{}", self.tenancy, self.fingerprint)
+    }
+}
+
+/// SHA-256 of a certificate's DER as lowercase hex pairs (`ab:cd:...`), as
+/// Oracle's SDKs write the fingerprint of an instance certificate.
+pub fn cert_fingerprint(der: &[u8]) -> String {
+    sha2::Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A fresh root CA, intermediate CA and instance certificate of `tenancy`
+/// (RSA 2048, SHA-256).
+pub fn instance_identity(tenancy: &str) -> InstanceIdentity {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose, PKCS_RSA_SHA256,
+    };
+    fn params(names: &[(DnType, String)]) -> CertificateParams {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut dn = DistinguishedName::new();
+        for (kind, value) in names {
+            dn.push(kind.clone(), value.clone());
+        }
+        p.distinguished_name = dn;
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2100, 1, 1);
+        p
+    }
+    fn ca(name: &str) -> CertificateParams {
+        let mut p = params(&[(DnType::CommonName, name.to_owned())]);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p
+    }
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let root_key = KeyPair::generate_for(&PKCS_RSA_SHA256).unwrap();
+    let root_params = ca(&format!("Fake OCI Root CA {tag}"));
+    let root = root_params.self_signed(&root_key).unwrap();
+    let root_issuer = Issuer::new(root_params, root_key);
+    let intermediate_key = KeyPair::generate_for(&PKCS_RSA_SHA256).unwrap();
+    let intermediate_params = ca(&format!("Fake OCI Intermediate CA {tag}"));
+    let intermediate = intermediate_params
+        .signed_by(&intermediate_key, &root_issuer)
+        .unwrap();
+    let intermediate_issuer = Issuer::new(intermediate_params, intermediate_key);
+    let leaf_key = KeyPair::generate_for(&PKCS_RSA_SHA256).unwrap();
+    let instance = format!("ocid1.instance.oc1.iad.anuwcljrfakeinstance{tag}");
+    let mut leaf_params = params(&[
+        (DnType::CommonName, instance.clone()),
+        (DnType::OrganizationName, format!("opc-instance:{instance}")),
+        (
+            DnType::OrganizationalUnitName,
+            format!("opc-tenant:{tenancy}"),
+        ),
+    ]);
+    leaf_params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    let leaf = leaf_params
+        .signed_by(&leaf_key, &intermediate_issuer)
+        .unwrap();
+    let cert_der = leaf.der().to_vec();
+    InstanceIdentity {
+        tenancy: tenancy.to_owned(),
+        instance,
+        cert_pem: leaf.pem(),
+        fingerprint: cert_fingerprint(&cert_der),
+        cert_der,
+        key_pem: pem(
+            "RSA PRIVATE KEY",
+            &pkcs8_to_pkcs1(&leaf_key.serialize_der()),
+        ),
+        intermediate_pem: intermediate.pem(),
+        root_der: root.der().to_vec(),
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Signature verification.
 
 /// A request as the server received it.
@@ -358,6 +517,27 @@ pub fn verify(
     req: &SignedRequest<'_>,
     public_key: impl Fn(&str) -> Option<Vec<u8>>,
     now: i64,
+) -> Result<Verified, Refused> {
+    verify_with(req, public_key, now, true)
+}
+
+/// The same for a request to the auth service's X.509 federation
+/// endpoint, which Oracle's SDKs sign without `host` (date,
+/// (request-target), content-length, content-type, x-content-sha256): it
+/// is not required there, and verified when signed.
+pub fn verify_federation(
+    req: &SignedRequest<'_>,
+    public_key: impl Fn(&str) -> Option<Vec<u8>>,
+    now: i64,
+) -> Result<Verified, Refused> {
+    verify_with(req, public_key, now, false)
+}
+
+fn verify_with(
+    req: &SignedRequest<'_>,
+    public_key: impl Fn(&str) -> Option<Vec<u8>>,
+    now: i64,
+    host_required: bool,
 ) -> Result<Verified, Refused> {
     let refuse = |key_id: Option<&str>, reason: String| Refused {
         key_id: key_id.map(str::to_owned),
@@ -401,7 +581,10 @@ pub fn verify(
         .map(str::to_ascii_lowercase)
         .collect();
     let signed = |n: &str| names.iter().any(|x| x == n);
-    let mut required = vec!["(request-target)", "host"];
+    let mut required = vec!["(request-target)"];
+    if host_required {
+        required.push("host");
+    }
     let with_body = matches!(req.method, "POST" | "PUT" | "PATCH");
     if with_body {
         required.extend(["content-length", "content-type", "x-content-sha256"]);
@@ -549,6 +732,7 @@ impl OciFake {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             settle_lag: 1,
+            token_lifetime: DEFAULT_TOKEN_LIFETIME_SECS,
             ..State::default()
         }));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -601,6 +785,62 @@ impl OciFake {
         if let Some(k) = self.state().keys.get_mut(key_id) {
             k.perms = perms;
         }
+    }
+
+    // -- instance principals -------------------------------------------------
+
+    /// The store's `metadataEndpoint`: `http://127.0.0.1:PORT/opc/v2`.
+    pub fn metadata_endpoint(&self) -> String {
+        format!("{}/opc/v2", self.endpoint)
+    }
+
+    /// The store's `federationEndpoint`: `http://127.0.0.1:PORT/v1/x509`.
+    pub fn federation_endpoint(&self) -> String {
+        format!("{}/v1/x509", self.endpoint)
+    }
+
+    /// Makes an instance of tenancy `TENANCY` whose root CA the federation
+    /// endpoint trusts, and serves its identity from the metadata service
+    /// (replacing the one served before: certificates rotate).
+    pub fn provision_instance(&self) -> InstanceIdentity {
+        let identity = instance_identity(TENANCY);
+        let mut st = self.state();
+        st.trusted_roots.push(identity.root_der.clone());
+        st.identity = Some(identity.clone());
+        identity
+    }
+
+    /// The same with a root CA the federation endpoint does not trust.
+    pub fn provision_untrusted_instance(&self) -> InstanceIdentity {
+        let identity = instance_identity(TENANCY);
+        self.state().identity = Some(identity.clone());
+        identity
+    }
+
+    /// The lifetime of security tokens issued from now on (seconds).
+    pub fn set_token_lifetime(&self, secs: i64) {
+        self.state().token_lifetime = secs;
+    }
+
+    /// Every security token issued so far expires now (revoked, or the
+    /// auth service's clock is ahead): the Vault APIs refuse it with 401.
+    pub fn expire_tokens(&self) {
+        let mut st = self.state();
+        let expired = now() + st.clock_skew - 1;
+        for token in st.tokens.values_mut() {
+            token.expires = token.expires.min(expired);
+        }
+    }
+
+    /// How many security tokens the federation endpoint issued.
+    pub fn tokens_issued(&self) -> usize {
+        self.state().tokens.len()
+    }
+
+    /// What instance principals may do (their dynamic group's policies;
+    /// default `Perms::MANAGE`).
+    pub fn set_instance_perms(&self, perms: Perms) {
+        self.state().instance_perms = Some(perms);
     }
 
     /// Moves the fake's clock (seconds; positive: the fake is ahead).
@@ -840,6 +1080,8 @@ struct Answer {
     body: Value,
     headers: Vec<(&'static str, String)>,
     code: Option<String>,
+    /// A `text/plain` body instead of the JSON one (the metadata service).
+    text: Option<String>,
 }
 
 impl Answer {
@@ -850,6 +1092,7 @@ impl Answer {
             body,
             headers: Vec::new(),
             code: None,
+            text: None,
         }
     }
 
@@ -861,6 +1104,19 @@ impl Answer {
             body: json!({ "code": code, "message": message }),
             headers: Vec::new(),
             code: Some(code.to_owned()),
+            text: None,
+        }
+    }
+
+    /// A plain-text answer.
+    fn text(op: Op, status: u16, text: &str) -> Answer {
+        Answer {
+            op,
+            status,
+            body: Value::Null,
+            headers: Vec::new(),
+            code: None,
+            text: Some(text.to_owned()),
         }
     }
 
@@ -932,6 +1188,8 @@ async fn handle(req: Request<Incoming>, state: &Mutex<State>) -> Response<Full<B
         ("POST", ["20190301", "secretbundles", "actions", "getByName"]) => {
             Op::GetSecretBundleByName
         }
+        ("GET", ["opc", "v2", ..]) => Op::Metadata,
+        ("POST", ["v1", "x509"]) => Op::Federation,
         _ => Op::Unknown,
     };
     let retry_token = parts
@@ -942,39 +1200,18 @@ async fn handle(req: Request<Incoming>, state: &Mutex<State>) -> Response<Full<B
     let answer = {
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         let clock = now() + st.clock_skew;
-        let verdict = verify(
-            &SignedRequest {
-                method: &method,
-                target: &target,
-                headers: &parts.headers,
-                body: &body,
-            },
-            |key_id| st.keys.get(key_id).map(|k| k.public_key.clone()),
-            clock,
-        );
-        let (answer, key_id, authenticated, auth_error, signed_headers) = match verdict {
-            Err(refused) => (
-                Answer::error(op, 401, "NotAuthenticated", AUTH_MESSAGE),
-                refused.key_id,
-                false,
-                Some(refused.reason),
-                None,
-            ),
-            Ok(verified) => {
-                let perms = st
-                    .keys
-                    .get(&verified.key_id)
-                    .map_or(Perms::NONE, |k| k.perms);
-                let answer = st.authorized(op, &segs, &query, &body, perms, retry_token.as_deref());
-                (
-                    answer,
-                    Some(verified.key_id),
-                    true,
-                    None,
-                    Some(verified.headers),
-                )
-            }
+        let request = SignedRequest {
+            method: &method,
+            target: &target,
+            headers: &parts.headers,
+            body: &body,
         };
+        let outcome = match op {
+            Op::Metadata => st.metadata(&segs, &parts.headers),
+            Op::Federation => st.federation(&request, clock),
+            _ => st.service(op, &request, &segs, &query, retry_token.as_deref(), clock),
+        };
+        let answer = outcome.answer;
         st.log.push(Logged {
             op: answer.op,
             method: method.clone(),
@@ -982,17 +1219,24 @@ async fn handle(req: Request<Incoming>, state: &Mutex<State>) -> Response<Full<B
             query: query_text.clone(),
             status: answer.status,
             code: answer.code.clone(),
-            key_id,
-            authenticated,
-            auth_error,
-            signed_headers,
+            key_id: outcome.key_id,
+            authenticated: outcome.authenticated,
+            auth_error: outcome.auth_error,
+            signed_headers: outcome.signed_headers,
             retry_token: retry_token.clone(),
         });
         answer
     };
+    let (content_type, bytes) = match &answer.text {
+        Some(text) => ("text/plain", Bytes::from(text.clone())),
+        None => (
+            "application/json",
+            Bytes::from(serde_json::to_vec(&answer.body).unwrap()),
+        ),
+    };
     let mut builder = Response::builder()
         .status(answer.status)
-        .header("content-type", "application/json")
+        .header("content-type", content_type)
         .header(
             "opc-request-id",
             uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
@@ -1000,12 +1244,54 @@ async fn handle(req: Request<Incoming>, state: &Mutex<State>) -> Response<Full<B
     for (k, v) in &answer.headers {
         builder = builder.header(*k, v.as_str());
     }
-    builder
-        .body(Full::new(Bytes::from(
-            serde_json::to_vec(&answer.body).unwrap(),
-        )))
-        .unwrap()
+    builder.body(Full::new(bytes)).unwrap()
 }
+
+/// What a request came to, for the answer and the log.
+struct Outcome {
+    answer: Answer,
+    key_id: Option<String>,
+    authenticated: bool,
+    auth_error: Option<String>,
+    signed_headers: Option<String>,
+}
+
+impl Outcome {
+    fn refused(answer: Answer, key_id: Option<String>, reason: String) -> Outcome {
+        Outcome {
+            answer,
+            key_id,
+            authenticated: false,
+            auth_error: Some(reason),
+            signed_headers: None,
+        }
+    }
+}
+
+/// Why a federation request was refused.
+enum Refusal {
+    /// `401 NotAuthenticated`, with the reason logged.
+    Unauthenticated(String),
+    /// `400 InvalidParameter`, with this message.
+    Invalid(String),
+}
+
+/// The `keyId` of a request's `Signature` authorization, if any.
+fn signature_key_id(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.strip_prefix("Signature "))
+        .and_then(parse_params)
+        .and_then(|p| p.get("keyId").cloned())
+}
+
+fn valid_at(cert: &x509_parser::certificate::X509Certificate<'_>, now: i64) -> bool {
+    let validity = cert.validity();
+    validity.not_before.timestamp() <= now && now <= validity.not_after.timestamp()
+}
+
+const RSA_ENCRYPTION_OID: &str = "1.2.840.113549.1.1.1";
 
 /// `a=1&b=%20x` → map.
 fn form(text: &str) -> BTreeMap<String, String> {
@@ -1164,6 +1450,293 @@ fn observe(s: &mut Secret) {
 }
 
 impl State {
+    /// The public key registered for a `keyId`: an API key's, or the
+    /// session key a security token (`ST$<token>`) is bound to.
+    fn public_key(&self, key_id: &str) -> Option<Vec<u8>> {
+        match key_id.strip_prefix("ST$") {
+            Some(token) => self.tokens.get(token).map(|t| t.public_key.clone()),
+            None => self.keys.get(key_id).map(|k| k.public_key.clone()),
+        }
+    }
+
+    /// The next injected fault of `op` (before or after the work), taken.
+    fn take_fault(&mut self, op: Op, after: bool) -> Option<u16> {
+        let fault = self
+            .faults
+            .iter_mut()
+            .find(|f| f.op == op && f.remaining > 0 && f.after == after)?;
+        fault.remaining -= 1;
+        Some(fault.status)
+    }
+
+    /// A request to the Secret Management or Secret Retrieval API.
+    fn service(
+        &mut self,
+        op: Op,
+        req: &SignedRequest<'_>,
+        segs: &[&str],
+        query: &BTreeMap<String, String>,
+        retry_token: Option<&str>,
+        clock: i64,
+    ) -> Outcome {
+        let unauthenticated = || Answer::error(op, 401, "NotAuthenticated", AUTH_MESSAGE);
+        let verified = match verify(req, |key_id| self.public_key(key_id), clock) {
+            Ok(v) => v,
+            Err(refused) => {
+                return Outcome::refused(unauthenticated(), refused.key_id, refused.reason);
+            }
+        };
+        let perms = match verified.key_id.strip_prefix("ST$") {
+            Some(token) => {
+                let live = self.tokens.get(token).is_some_and(|t| t.expires > clock);
+                if !live {
+                    return Outcome::refused(
+                        unauthenticated(),
+                        Some(verified.key_id.clone()),
+                        "the security token has expired".into(),
+                    );
+                }
+                self.instance_perms.unwrap_or(Perms::MANAGE)
+            }
+            None => self
+                .keys
+                .get(&verified.key_id)
+                .map_or(Perms::NONE, |k| k.perms),
+        };
+        let answer = self.authorized(op, segs, query, req.body, perms, retry_token);
+        Outcome {
+            answer,
+            key_id: Some(verified.key_id),
+            authenticated: true,
+            auth_error: None,
+            signed_headers: Some(verified.headers),
+        }
+    }
+
+    /// `GET /opc/v2/...`: the instance metadata service.
+    fn metadata(&mut self, segs: &[&str], headers: &http::HeaderMap) -> Outcome {
+        let op = Op::Metadata;
+        let bearer = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if bearer != Some("Bearer Oracle") {
+            return Outcome::refused(
+                Answer::text(op, 401, "Unauthorized"),
+                None,
+                "no Authorization: Bearer Oracle header".into(),
+            );
+        }
+        let answer = if let Some(status) = self.take_fault(op, false) {
+            Answer::text(op, status, "Injected error")
+        } else {
+            let item = match (segs, &self.identity) {
+                (["opc", "v2", "instance", "region"], _) => Some(REGION.to_owned()),
+                (["opc", "v2", "identity", "cert.pem"], Some(id)) => Some(id.cert_pem.clone()),
+                (["opc", "v2", "identity", "key.pem"], Some(id)) => Some(id.key_pem.clone()),
+                (["opc", "v2", "identity", "intermediate.pem"], Some(id)) => {
+                    Some(id.intermediate_pem.clone())
+                }
+                _ => None,
+            };
+            match item {
+                Some(text) => Answer::text(op, 200, &text),
+                None => Answer::text(op, 404, "Not Found"),
+            }
+        };
+        Outcome {
+            answer,
+            key_id: None,
+            authenticated: true,
+            auth_error: None,
+            signed_headers: None,
+        }
+    }
+
+    /// `POST /v1/x509`: the auth service's X.509 federation endpoint.
+    fn federation(&mut self, req: &SignedRequest<'_>, now: i64) -> Outcome {
+        let op = Op::Federation;
+        let key_id = signature_key_id(req.headers);
+        match self.federate(req, now, key_id.as_deref()) {
+            Ok((answer, verified)) => Outcome {
+                answer,
+                key_id: Some(verified.key_id),
+                authenticated: true,
+                auth_error: None,
+                signed_headers: Some(verified.headers),
+            },
+            Err(Refusal::Unauthenticated(reason)) => Outcome::refused(
+                Answer::error(op, 401, "NotAuthenticated", AUTH_MESSAGE),
+                key_id,
+                reason,
+            ),
+            Err(Refusal::Invalid(message)) => Outcome {
+                answer: Answer::invalid(op, &message),
+                key_id,
+                authenticated: false,
+                auth_error: None,
+                signed_headers: None,
+            },
+        }
+    }
+
+    fn federate(
+        &mut self,
+        req: &SignedRequest<'_>,
+        now: i64,
+        key_id: Option<&str>,
+    ) -> Result<(Answer, Verified), Refusal> {
+        let op = Op::Federation;
+        let invalid = |m: &str| Refusal::Invalid(m.to_owned());
+        let doc: Value = serde_json::from_slice(req.body)
+            .map_err(|_| invalid("The request body is not valid JSON."))?;
+        let decode = |name: &str, value: Option<&Value>| -> Result<Vec<u8>, Refusal> {
+            let text = value
+                .and_then(Value::as_str)
+                .ok_or_else(|| Refusal::Invalid(format!("{name} is required.")))?;
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|_| Refusal::Invalid(format!("{name} is not base64.")))
+        };
+        let leaf_der = decode("certificate", doc.get("certificate"))?;
+        let session_key = decode("publicKey", doc.get("publicKey"))?;
+        let intermediates: Vec<Vec<u8>> = match doc.get("intermediateCertificates") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| decode("intermediateCertificates", Some(i)))
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(invalid("intermediateCertificates must be an array.")),
+        };
+        if doc.get("fingerprintAlgorithm").and_then(Value::as_str) != Some("SHA256") {
+            return Err(invalid(
+                "fingerprintAlgorithm must be SHA256 for a fed-x509-sha256 keyId.",
+            ));
+        }
+        if let Some(purpose) = doc.get("purpose").and_then(Value::as_str)
+            && purpose != "DEFAULT"
+        {
+            return Err(invalid(
+                "purpose must be DEFAULT for an instance principal.",
+            ));
+        }
+        let (_, leaf) = x509_parser::parse_x509_certificate(&leaf_der)
+            .map_err(|_| invalid("certificate is not a DER X.509 certificate."))?;
+        let Some(tenancy) = leaf
+            .subject()
+            .iter_attributes()
+            .filter_map(|a| a.as_str().ok())
+            .find_map(|v| v.strip_prefix("opc-tenant:"))
+            .map(str::to_owned)
+        else {
+            return Err(Refusal::Unauthenticated(
+                "the certificate's subject names no opc-tenant".into(),
+            ));
+        };
+        let fingerprint = cert_fingerprint(&leaf_der);
+        let expected = format!("{tenancy}/fed-x509-sha256/{fingerprint}");
+        if key_id.is_some_and(|k| !k.eq_ignore_ascii_case(&expected)) {
+            return Err(Refusal::Unauthenticated(format!(
+                "the keyId is not {expected} (tenancy/fed-x509-sha256/SHA-256 fingerprint of the certificate)"
+            )));
+        }
+        let leaf_spki = leaf.public_key().raw.to_vec();
+        let verified = verify_federation(req, |_| Some(leaf_spki.clone()), now)
+            .map_err(|r| Refusal::Unauthenticated(r.reason))?;
+        self.check_chain(&leaf, &intermediates, now)
+            .map_err(Refusal::Unauthenticated)?;
+        let instance = leaf
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|a| a.as_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        {
+            use x509_parser::prelude::FromDer as _;
+            let spki = x509_parser::x509::SubjectPublicKeyInfo::from_der(&session_key)
+                .map(|(_, spki)| spki)
+                .map_err(|_| invalid("publicKey is not a DER SubjectPublicKeyInfo."))?;
+            if spki.algorithm.algorithm.to_id_string() != RSA_ENCRYPTION_OID {
+                return Err(invalid("publicKey is not an RSA public key."));
+            }
+        }
+        if let Some(status) = self.take_fault(op, false) {
+            return Ok((fault_answer(op, status), verified));
+        }
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = json!({"alg": "RS256", "typ": "JWT", "kid": "asw"});
+        let claims = json!({
+            "sub": instance,
+            "iss": "authService.oracle.com",
+            "aud": "oci",
+            "ptype": "instance",
+            "tenant": tenancy,
+            "fprint": fingerprint,
+            "iat": now,
+            "exp": now + self.token_lifetime,
+            "jti": uuid::Uuid::new_v4().to_string(),
+        });
+        let signed = format!(
+            "{}.{}",
+            b64.encode(header.to_string()),
+            b64.encode(claims.to_string())
+        );
+        let signature = sha2::Sha256::digest(format!("{signed}.{}", uuid::Uuid::new_v4()));
+        let token = format!("{signed}.{}", b64.encode(signature));
+        self.tokens.insert(
+            token.clone(),
+            Issued {
+                public_key: session_key,
+                expires: now + self.token_lifetime,
+            },
+        );
+        if let Some(status) = self.take_fault(op, true) {
+            return Ok((fault_answer(op, status), verified));
+        }
+        Ok((Answer::ok(op, json!({ "token": token })), verified))
+    }
+
+    /// The leaf is valid now and was issued by one of the intermediates,
+    /// itself a CA valid now issued by a trusted root CA.
+    fn check_chain(
+        &self,
+        leaf: &x509_parser::certificate::X509Certificate<'_>,
+        intermediates: &[Vec<u8>],
+        now: i64,
+    ) -> Result<(), String> {
+        if !valid_at(leaf, now) {
+            return Err("the certificate is not valid now".into());
+        }
+        for der in intermediates {
+            let Ok((_, intermediate)) = x509_parser::parse_x509_certificate(der) else {
+                continue;
+            };
+            let issued_leaf = intermediate.subject().as_raw() == leaf.issuer().as_raw()
+                && intermediate.is_ca()
+                && valid_at(&intermediate, now)
+                && leaf
+                    .verify_signature(Some(intermediate.public_key()))
+                    .is_ok();
+            if !issued_leaf {
+                continue;
+            }
+            for root_der in &self.trusted_roots {
+                let Ok((_, root)) = x509_parser::parse_x509_certificate(root_der) else {
+                    continue;
+                };
+                if root.subject().as_raw() == intermediate.issuer().as_raw()
+                    && valid_at(&root, now)
+                    && intermediate
+                        .verify_signature(Some(root.public_key()))
+                        .is_ok()
+                {
+                    return Ok(());
+                }
+            }
+        }
+        Err("the certificate does not chain to a CA the auth service trusts".into())
+    }
+
     fn authorized(
         &mut self,
         op: Op,
@@ -1188,7 +1761,9 @@ impl State {
             Op::UpdateSecret => self.update(segs[2], body, perms),
             Op::GetSecretBundle => self.bundle(segs[2], query, perms),
             Op::GetSecretBundleByName => self.bundle_by_name(query, perms),
-            Op::Unknown => Answer::error(op, 404, "NotFound", "Not Found"),
+            Op::Metadata | Op::Federation | Op::Unknown => {
+                Answer::error(op, 404, "NotFound", "Not Found")
+            }
         };
         if answer.status < 300
             && let Some(fault) = self
