@@ -895,6 +895,34 @@ impl State {
             };
             return refuse(fault.status, code, message, &host_id);
         }
+        let unknown = || {
+            refuse(
+                404,
+                "InvalidAction.NotFound",
+                "Specified api is not found, please check your url and method.",
+                &host_id,
+            )
+        };
+        match (product, action.as_str()) {
+            // Authenticated by its token, not a signature.
+            ("sts", "AssumeRoleWithOIDC") => return self.assume_role_with_oidc(params, &host_id),
+            (
+                "kms",
+                "CreateSecret" | "GetSecretValue" | "DescribeSecret" | "PutSecretValue"
+                | "TagResource",
+            )
+            | ("sts", "AssumeRole") => {}
+            _ => return unknown(),
+        }
+        // Every other action must be signed.
+        let Some(caller) = caller else {
+            return refuse(
+                400,
+                "IncompleteSignature",
+                "The request is not signed.",
+                &host_id,
+            );
+        };
         match (product, action.as_str()) {
             ("kms", "CreateSecret") => self.create_secret(&region, params, caller, &host_id),
             ("kms", "GetSecretValue") => self.get_secret_value(&region, params, caller, &host_id),
@@ -902,13 +930,7 @@ impl State {
             ("kms", "PutSecretValue") => self.put_secret_value(&region, params, caller, &host_id),
             ("kms", "TagResource") => self.tag_resource(&region, params, caller, &host_id),
             ("sts", "AssumeRole") => self.assume_role(params, caller, &host_id),
-            ("sts", "AssumeRoleWithOIDC") => self.assume_role_with_oidc(params, &host_id),
-            _ => refuse(
-                404,
-                "InvalidAction.NotFound",
-                "Specified api is not found, please check your url and method.",
-                &host_id,
-            ),
+            _ => unknown(),
         }
     }
 
@@ -1056,17 +1078,9 @@ impl State {
         &mut self,
         region: &str,
         p: &BTreeMap<String, String>,
-        caller: Option<Caller>,
+        caller: Caller,
         host: &str,
     ) -> Answer {
-        let Some(caller) = caller else {
-            return refuse(
-                400,
-                "IncompleteSignature",
-                "The request is not signed.",
-                host,
-            );
-        };
         if !caller.perms.create {
             return self.deny("CreateSecret", &caller, host);
         }
@@ -1216,17 +1230,9 @@ impl State {
         &mut self,
         region: &str,
         p: &BTreeMap<String, String>,
-        caller: Option<Caller>,
+        caller: Caller,
         host: &str,
     ) -> Answer {
-        let Some(caller) = caller else {
-            return refuse(
-                400,
-                "IncompleteSignature",
-                "The request is not signed.",
-                host,
-            );
-        };
         if !caller.perms.get {
             return self.deny("GetSecretValue", &caller, host);
         }
@@ -1270,17 +1276,9 @@ impl State {
         &mut self,
         region: &str,
         p: &BTreeMap<String, String>,
-        caller: Option<Caller>,
+        caller: Caller,
         host: &str,
     ) -> Answer {
-        let Some(caller) = caller else {
-            return refuse(
-                400,
-                "IncompleteSignature",
-                "The request is not signed.",
-                host,
-            );
-        };
         if !caller.perms.describe {
             return self.deny("DescribeSecret", &caller, host);
         }
@@ -1320,17 +1318,9 @@ impl State {
         &mut self,
         region: &str,
         p: &BTreeMap<String, String>,
-        caller: Option<Caller>,
+        caller: Caller,
         host: &str,
     ) -> Answer {
-        let Some(caller) = caller else {
-            return refuse(
-                400,
-                "IncompleteSignature",
-                "The request is not signed.",
-                host,
-            );
-        };
         if !caller.perms.put {
             return self.deny("PutSecretValue", &caller, host);
         }
@@ -1418,17 +1408,9 @@ impl State {
         &mut self,
         region: &str,
         p: &BTreeMap<String, String>,
-        caller: Option<Caller>,
+        caller: Caller,
         host: &str,
     ) -> Answer {
-        let Some(caller) = caller else {
-            return refuse(
-                400,
-                "IncompleteSignature",
-                "The request is not signed.",
-                host,
-            );
-        };
         if !caller.perms.tag {
             return self.deny("TagResource", &caller, host);
         }
@@ -1565,20 +1547,7 @@ impl State {
         )
     }
 
-    fn assume_role(
-        &mut self,
-        p: &BTreeMap<String, String>,
-        caller: Option<Caller>,
-        host: &str,
-    ) -> Answer {
-        let Some(caller) = caller else {
-            return refuse(
-                400,
-                "IncompleteSignature",
-                "The request is not signed.",
-                host,
-            );
-        };
+    fn assume_role(&mut self, p: &BTreeMap<String, String>, caller: Caller, host: &str) -> Answer {
         let arn = p.get("RoleArn").cloned().unwrap_or_default();
         if !arn.starts_with("acs:ram::") || !arn.contains(":role/") {
             return refuse(
