@@ -50,10 +50,6 @@ const OIDC_PROVIDER_ARN: &str = "acs:ram::1234567890123456:oidc-provider/ack-rrs
 const SA_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.fake-rrsa-projected-service-account-token.c2ln";
 const KMS_KEY: &str = "key-hzz63ff0db5hg3qje0001";
 
-/// A value the Secret's author set and mirrors along with the generated
-/// ones: it must never show up in a denial.
-const PRESET: &str = "preset-value-5b1d0c7e";
-
 struct World {
     fake: AlibabaFake,
     closed_port: u16,
@@ -231,25 +227,6 @@ impl World {
             .current(region, name)
             .map(|v| serde_json::from_str(&v.data).expect("a JSON object of strings"))
     }
-}
-
-/// Secret `shop/db`: two generated keys plus one the author set, mirrored
-/// (all three) to `stores`.
-fn mirrored(stores: &[&str]) -> Value {
-    mirrored_named("db", stores)
-}
-
-fn mirrored_named(name: &str, stores: &[&str]) -> Value {
-    let mirror: String = stores
-        .iter()
-        .map(|s| format!("- store: {s}\n  keys: [password, token, preset]\n"))
-        .collect();
-    SecretDoc::new(name)
-        .labelled()
-        .autogenerate("password, token")
-        .data("preset", PRESET)
-        .annotate("secret-santa.io/mirror", &mirror)
-        .value()
 }
 
 /// A denial that names the store and shows no value: neither the author's,

@@ -42,10 +42,6 @@ const WORKLOAD: &str = "33333333-3333-4333-8333-333333333333";
 const SA_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.fake-projected-service-account-token.c2ln";
 const CERT_CLIENT: &str = "44444444-4444-4444-8444-444444444444";
 
-/// A value the Secret's author set and mirrors along with the generated
-/// ones: it must never show up in a denial.
-const PRESET: &str = "preset-value-5b1d0c7e";
-
 struct World {
     fake: AzureFake,
     closed_port: u16,
@@ -203,25 +199,6 @@ impl World {
 async fn send_to(app: &App, review: &Value) -> Value {
     app.review_bytes(&serde_json::to_vec(review).unwrap(), None)
         .await
-}
-
-/// Secret `shop/db`: two generated keys plus one the author set, mirrored
-/// (all three) to `stores`.
-fn mirrored(stores: &[&str]) -> Value {
-    mirrored_named("db", stores)
-}
-
-fn mirrored_named(name: &str, stores: &[&str]) -> Value {
-    let mirror: String = stores
-        .iter()
-        .map(|s| format!("- store: {s}\n  keys: [password, token, preset]\n"))
-        .collect();
-    SecretDoc::new(name)
-        .labelled()
-        .autogenerate("password, token")
-        .data("preset", PRESET)
-        .annotate("secret-santa.io/mirror", &mirror)
-        .value()
 }
 
 /// A denial that names the store and shows no value: neither the author's,

@@ -42,10 +42,6 @@ path "secret/data/k8s/*"     { capabilities = ["read"] }
 path "secret/metadata/k8s/*" { capabilities = ["read"] }
 "#;
 
-/// A value the Secret's author set and mirrors along with the generated
-/// ones: it must never show up in a denial.
-const PRESET: &str = "preset-value-5b1d0c7e";
-
 /// An OpenBao dev server set up like a cluster admin would (a KV v1 mount
 /// beside the default KV v2 `secret/`, scoped policies, two AppRoles, a
 /// token in a file) and the webhook built from an admin config naming it.
@@ -219,25 +215,6 @@ impl World {
 async fn send_to(app: &App, review: &Value) -> Value {
     app.review_bytes(&serde_json::to_vec(review).unwrap(), None)
         .await
-}
-
-/// Secret `shop/db`: two generated keys plus one the author set, mirrored
-/// (all three) to `stores`.
-fn mirrored(stores: &[&str]) -> Value {
-    mirrored_named("db", stores)
-}
-
-fn mirrored_named(name: &str, stores: &[&str]) -> Value {
-    let mirror: String = stores
-        .iter()
-        .map(|s| format!("- store: {s}\n  keys: [password, token, preset]\n"))
-        .collect();
-    SecretDoc::new(name)
-        .labelled()
-        .autogenerate("password, token")
-        .data("preset", PRESET)
-        .annotate("secret-santa.io/mirror", &mirror)
-        .value()
 }
 
 /// A denial that names the store and shows no value: neither the author's

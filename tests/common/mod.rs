@@ -256,3 +256,26 @@ pub fn store_config(
         .extend(settings.as_object().unwrap().clone());
     serde_json::from_value(doc).unwrap()
 }
+
+/// A value the Secret's author set and mirrors along with the generated
+/// ones: it must never show up in a denial.
+pub const PRESET: &str = "preset-value-5b1d0c7e";
+
+/// Secret `shop/db`: two generated keys plus one the author set, mirrored
+/// (all three) to `stores`.
+pub fn mirrored(stores: &[&str]) -> Value {
+    mirrored_named("db", stores)
+}
+
+pub fn mirrored_named(name: &str, stores: &[&str]) -> Value {
+    let mirror: String = stores
+        .iter()
+        .map(|s| format!("- store: {s}\n  keys: [password, token, preset]\n"))
+        .collect();
+    SecretDoc::new(name)
+        .labelled()
+        .autogenerate("password, token")
+        .data("preset", PRESET)
+        .annotate("secret-santa.io/mirror", &mirror)
+        .value()
+}
