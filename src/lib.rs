@@ -9,6 +9,7 @@
 //!   → generators (values) → render (Tera template) → patch (JSONPatch)
 //! ```
 
+pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod denial;

@@ -6,15 +6,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, Operation};
+use kube::core::admission::Operation;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::Digest;
 use tokio::sync::Semaphore;
 
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
+use crate::admission::Request;
 use crate::config::AdminConfig;
 use crate::denial::{Denial, Reason};
 use crate::generators::Limits;
@@ -131,7 +132,7 @@ impl Reviewer {
     }
 
     /// Reviews one request under the configured deadline.
-    pub async fn review(&self, req: &AdmissionRequest<DynamicObject>) -> Result<Mutation, Denial> {
+    pub async fn review(&self, req: &Request) -> Result<Mutation, Denial> {
         let snapshot = self.snapshot();
         let deadline = snapshot.inner.config.limits.request_deadline;
         snapshot.review_within(req, deadline).await
@@ -140,7 +141,7 @@ impl Reviewer {
     /// Reviews one request; past `deadline` the review is denied.
     pub async fn review_within(
         &self,
-        req: &AdmissionRequest<DynamicObject>,
+        req: &Request,
         deadline: Duration,
     ) -> Result<Mutation, Denial> {
         self.snapshot().review_within(req, deadline).await
@@ -162,11 +163,7 @@ impl Snapshot {
         }
     }
 
-    async fn review_within(
-        &self,
-        req: &AdmissionRequest<DynamicObject>,
-        deadline: Duration,
-    ) -> Result<Mutation, Denial> {
+    async fn review_within(&self, req: &Request, deadline: Duration) -> Result<Mutation, Denial> {
         let until = Instant::now() + deadline;
         match tokio::time::timeout(deadline, self.review_inner(req, until)).await {
             Ok(result) => result,
@@ -180,18 +177,14 @@ impl Snapshot {
         }
     }
 
-    async fn review_inner(
-        &self,
-        req: &AdmissionRequest<DynamicObject>,
-        until: Instant,
-    ) -> Result<Mutation, Denial> {
-        if !req.kind.group.is_empty() || req.kind.kind != "Secret" {
+    async fn review_inner(&self, req: &Request, until: Instant) -> Result<Mutation, Denial> {
+        if !req.is_secret() {
             // Not ours: the shipped configuration never sends these.
             return Ok(Mutation::untouched());
         }
         match req.operation {
             Operation::Create => {
-                let secret = parse_secret(req.object.as_ref(), "object")?;
+                let secret = parse_secret(req.object.as_deref(), "object")?;
                 if !spec::is_opted_in(secret.metadata.labels.as_ref()) {
                     return Ok(Mutation::untouched());
                 }
@@ -199,11 +192,11 @@ impl Snapshot {
                 self.fill_missing(req, &subject, until).await
             }
             Operation::Update => {
-                let secret = parse_secret(req.object.as_ref(), "object")?;
+                let secret = parse_secret(req.object.as_deref(), "object")?;
                 if !spec::is_opted_in(secret.metadata.labels.as_ref()) {
                     return Ok(Mutation::untouched());
                 }
-                let old = parse_secret(req.old_object.as_ref(), "oldObject")?;
+                let old = parse_secret(req.old_object.as_deref(), "oldObject")?;
                 let subject = subject(req, &secret);
                 self.update(req, &subject, &old, until).await
             }
@@ -215,7 +208,7 @@ impl Snapshot {
     /// every key the annotations define that is missing gets generated.
     async fn fill_missing(
         &self,
-        req: &AdmissionRequest<DynamicObject>,
+        req: &Request,
         subject: &Subject<'_>,
         until: Instant,
     ) -> Result<Mutation, Denial> {
@@ -308,7 +301,7 @@ impl Snapshot {
     /// an explicit `regenerate` annotation.
     async fn update(
         &self,
-        req: &AdmissionRequest<DynamicObject>,
+        req: &Request,
         subject: &Subject<'_>,
         old: &Secret,
         until: Instant,
@@ -484,7 +477,7 @@ impl Snapshot {
     #[allow(clippy::too_many_arguments)]
     async fn mirror(
         &self,
-        req: &AdmissionRequest<DynamicObject>,
+        req: &Request,
         subject: &Subject<'_>,
         spec: &Spec,
         values: &SecretData,
@@ -724,12 +717,10 @@ fn parse_template_output(rendered: &str) -> Result<BTreeMap<String, SecretValue>
     Ok(out)
 }
 
-fn parse_secret(obj: Option<&DynamicObject>, field: &str) -> Result<Secret, Denial> {
-    let obj =
-        obj.ok_or_else(|| Denial::new(Reason::Request, format!("the review has no {field}")))?;
-    let value = serde_json::to_value(obj)
-        .map_err(|_| Denial::new(Reason::Request, format!("{field} cannot be read")))?;
-    serde_json::from_value(value).map_err(|e| {
+fn parse_secret(raw: Option<&RawValue>, field: &str) -> Result<Secret, Denial> {
+    let raw =
+        raw.ok_or_else(|| Denial::new(Reason::Request, format!("the review has no {field}")))?;
+    serde_json::from_str(raw.get()).map_err(|e| {
         Denial::new(
             Reason::Request,
             format!(
@@ -740,7 +731,7 @@ fn parse_secret(obj: Option<&DynamicObject>, field: &str) -> Result<Secret, Deni
     })
 }
 
-fn subject<'a>(req: &AdmissionRequest<DynamicObject>, secret: &'a Secret) -> Subject<'a> {
+fn subject<'a>(req: &Request, secret: &'a Secret) -> Subject<'a> {
     let namespace = req
         .namespace
         .clone()

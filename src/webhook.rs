@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::admission::Operation;
 use tracing::Instrument;
 
+use crate::admission;
 use crate::denial::Denial;
 use crate::metrics::{DenialLabels, Metrics, ReviewLabels};
 use crate::review::Reviewer;
@@ -81,33 +81,43 @@ impl App {
                 return plain(StatusCode::BAD_REQUEST, "could not read the request body\n");
             }
         };
-        let review = self.review_bytes(&body, deadline).await;
-        match serde_json::to_vec(&review) {
-            Ok(json) => Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Full::new(Bytes::from(json)))
-                .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "response\n")),
-            Err(_) => plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "could not encode the review\n",
-            ),
+        let json = self.answer(&body, deadline).await;
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(json)))
+            .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "response\n"))
+    }
+
+    /// Decodes, reviews and answers one AdmissionReview body: the JSON the
+    /// apiserver receives.
+    pub async fn answer(&self, body: &[u8], deadline: Option<Duration>) -> Vec<u8> {
+        let (api_version, response) = self.review_decoded(body, deadline).await;
+        match admission::encode(api_version, &response) {
+            Ok(json) => json,
+            Err(_) => {
+                // Only a serializer bug gets here; answer without the patch.
+                let d = Denial::internal("could not encode the review");
+                self.count_denial(&d);
+                let fallback = admission::Response::deny(&response.uid, d.message);
+                admission::encode(api_version, &fallback).unwrap_or_default()
+            }
         }
     }
 
-    /// Decodes, reviews and answers one AdmissionReview body, as the JSON
-    /// the apiserver receives.
+    /// [`answer`](Self::answer) as a JSON value, for tests and tools.
     pub async fn review_bytes(&self, body: &[u8], deadline: Option<Duration>) -> serde_json::Value {
-        encode_review(self.review_decoded(body, deadline).await)
+        serde_json::from_slice(&self.answer(body, deadline).await)
+            .unwrap_or(serde_json::Value::Null)
     }
 
     async fn review_decoded(
         &self,
         body: &[u8],
         deadline: Option<Duration>,
-    ) -> AdmissionReview<DynamicObject> {
+    ) -> (&'static str, admission::Response) {
         let started = Instant::now();
-        let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
+        let review: admission::Review = match serde_json::from_slice(body) {
             Ok(r) => r,
             Err(e) => {
                 return self.invalid(format!(
@@ -116,20 +126,19 @@ impl App {
                 ));
             }
         };
-        if review.types.kind != "AdmissionReview"
-            || !matches!(
-                review.types.api_version.as_str(),
-                "admission.k8s.io/v1" | "admission.k8s.io/v1beta1"
-            )
-        {
+        if !review.is_supported() {
             return self.invalid(format!(
                 "expected kind AdmissionReview of admission.k8s.io/v1, got kind {:?} of {:?}",
-                review.types.kind, review.types.api_version
+                review.kind, review.api_version
             ));
         }
-        let request: AdmissionRequest<DynamicObject> = match review.try_into() {
-            Ok(r) => r,
-            Err(_) => return self.invalid("AdmissionReview has no request"),
+        let api_version = if review.api_version == admission::API_VERSION_V1BETA1 {
+            admission::API_VERSION_V1BETA1
+        } else {
+            admission::API_VERSION_V1
+        };
+        let Some(request) = review.request else {
+            return self.invalid("AdmissionReview has no request");
         };
         if request.uid.is_empty() {
             return self.invalid("AdmissionReview request has no uid");
@@ -159,24 +168,22 @@ impl App {
             .instrument(span.clone())
             .await;
         self.metrics.in_flight.dec();
-        let base = AdmissionResponse::from(&request);
+        let uid = request.uid.as_str();
         let (response, outcome) = match result {
             Ok(mutation) => {
                 let patched = mutation.patch.is_some();
-                let mut response = match mutation.patch {
-                    Some(patch) => match base.clone().with_patch(patch) {
+                let mut response = match &mutation.patch {
+                    Some(patch) => match admission::Response::patched(uid, patch) {
                         Ok(r) => r,
                         Err(_) => {
                             let d = Denial::internal("could not encode the patch");
                             self.count_denial(&d);
-                            return base.deny(d.message).into_review();
+                            return (api_version, deny(uid, &d));
                         }
                     },
-                    None => base,
+                    None => admission::Response::allow(uid),
                 };
-                if !mutation.warnings.is_empty() {
-                    response.warnings = Some(mutation.warnings);
-                }
+                response.warnings = mutation.warnings;
                 span.in_scope(|| {
                     tracing::info!(
                         generated = ?mutation.generated_keys,
@@ -189,7 +196,7 @@ impl App {
             Err(denial) => {
                 span.in_scope(|| tracing::info!(reason = denial.reason.as_str(), message = %denial.message, "denied"));
                 self.count_denial(&denial);
-                (deny(base, &denial), "denied")
+                (deny(uid, &denial), "denied")
             }
         };
         span.record("outcome", outcome);
@@ -200,7 +207,7 @@ impl App {
         self.metrics
             .duration
             .observe(started.elapsed().as_secs_f64());
-        response.into_review()
+        (api_version, response)
     }
 
     fn count_denial(&self, denial: &Denial) {
@@ -212,7 +219,7 @@ impl App {
             .inc();
     }
 
-    fn invalid(&self, message: impl Into<String>) -> AdmissionReview<DynamicObject> {
+    fn invalid(&self, message: impl Into<String>) -> (&'static str, admission::Response) {
         let message = message.into();
         tracing::warn!(%message, "invalid review");
         self.metrics
@@ -223,7 +230,10 @@ impl App {
             })
             .inc();
         self.count_denial(&Denial::new(crate::denial::Reason::Request, ""));
-        AdmissionResponse::invalid(message).into_review()
+        (
+            admission::API_VERSION_V1,
+            admission::Response::invalid(message),
+        )
     }
 
     /// The admin listener's router: /healthz, /readyz, /metrics.
@@ -250,30 +260,16 @@ impl App {
     }
 }
 
-/// Serializes a review. kube-core writes `patch` as an array of byte
-/// values; the apiserver's canonical form for `[]byte` is a base64 string,
-/// four times smaller, so that is what we send.
-fn encode_review(review: AdmissionReview<DynamicObject>) -> serde_json::Value {
-    use base64::Engine as _;
-    let mut value = serde_json::to_value(&review).unwrap_or(serde_json::Value::Null);
-    if let Some(patch) = value.pointer_mut("/response/patch")
-        && let Some(bytes) = patch.as_array().map(|a| {
-            a.iter()
-                .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
-                .collect::<Vec<u8>>()
-        })
-    {
-        *patch = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+/// A denial as the apiserver reads it: 403 Forbidden, or InvalidRequest when
+/// the review itself cannot be used (an object that is not a Secret).
+fn deny(uid: &str, denial: &Denial) -> admission::Response {
+    let message = format!("secret-santa: {}", denial.message);
+    if denial.reason == crate::denial::Reason::Request {
+        let mut response = admission::Response::invalid(message);
+        response.uid = uid.to_owned();
+        return response;
     }
-    value
-}
-
-fn deny(base: AdmissionResponse, denial: &Denial) -> AdmissionResponse {
-    let mut response = base.deny(format!("secret-santa: {}", denial.message));
-    response.result.code = 403;
-    response.result.reason = "Forbidden".into();
-    response.result.status = Some(kube::core::response::StatusSummary::Failure);
-    response
+    admission::Response::deny(uid, message)
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

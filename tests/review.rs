@@ -767,33 +767,49 @@ async fn hostile_bodies_get_an_invalid_review() {
         .unwrap();
     raw_byte.splice(at..at + 3, [0xff]);
     let surrogate = valid.replace("\"p\"", "\"p\\ud800\"");
-    // Wrong kind; deeply nested JSON inside an otherwise valid object.
+    // Wrong kind; deeply nested JSON where a Secret has a string map.
     let wrong_kind = valid.replacen("\"AdmissionReview\"", "\"AdmissionRevue\"", 1);
-    let nested = valid.replacen(
-        "\"metadata\":{",
-        &format!(
-            "\"extra\":{}{},\"metadata\":{{",
-            "[".repeat(5_000),
-            "]".repeat(5_000)
-        ),
-        1,
-    );
-    assert_ne!(nested, valid);
+    let nested = |field: &str, depth: usize| {
+        let body = valid.replacen(
+            "\"metadata\":{",
+            &format!(
+                "\"{field}\":{}{},\"metadata\":{{",
+                "[".repeat(depth),
+                "]".repeat(depth)
+            ),
+            1,
+        );
+        assert_ne!(body, valid);
+        body
+    };
     for (label, body) in [
         ("invalid UTF-8 in an annotation", raw_byte),
         ("lone surrogate in an annotation", surrogate.into_bytes()),
         ("wrong kind", wrong_kind.into_bytes()),
-        ("deeply nested object", nested.into_bytes()),
+        ("deeply nested data", nested("data", 5_000).into_bytes()),
     ] {
         let (status, out) = call(&app, "POST", "/mutate", body).await;
         assert_eq!(status, StatusCode::OK, "{label}");
         let answer: Value = serde_json::from_slice(&out).unwrap();
-        assert!(!allowed(&answer), "{label}: {answer}");
-        assert_eq!(
-            response(&answer)["status"]["reason"],
-            "InvalidRequest",
-            "{label}"
+        let status = &response(&answer)["status"];
+        assert!(!allowed(&answer), "{label}: {status}");
+        assert_eq!(status["reason"], "InvalidRequest", "{label}");
+        assert!(!has_patch(&answer), "{label}");
+    }
+    // Nesting in a field a Secret does not have is skipped without
+    // recursion (the apiserver would have pruned the field): the Secret is
+    // valid and gets its password, even a million levels down.
+    for depth in [5_000, 1_000_000] {
+        let (status, out) =
+            call(&app, "POST", "/mutate", nested("extra", depth).into_bytes()).await;
+        assert_eq!(status, StatusCode::OK);
+        let answer: Value = serde_json::from_slice(&out).unwrap();
+        assert!(
+            allowed(&answer),
+            "depth {depth}: {}",
+            response(&answer)["status"]
         );
+        assert!(has_patch(&answer), "depth {depth}");
     }
 }
 

@@ -2,9 +2,8 @@
 
 use std::process::ExitCode;
 
+use crate::admission::Request;
 use base64::Engine as _;
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionReview};
 use serde_json::{Value, json};
 
 use crate::config::{AdminConfig, MutateArgs};
@@ -68,19 +67,12 @@ pub async fn run(args: MutateArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Builds the AdmissionRequest the apiserver would send for `kubectl create`.
-pub fn create_request(
-    object: &Value,
-    namespace: &str,
-    dry_run: bool,
-) -> Result<AdmissionRequest<DynamicObject>, String> {
+pub fn create_request(object: &Value, namespace: &str, dry_run: bool) -> Result<Request, String> {
     let name = object
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let review = json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
+    let request = json!({
             "uid": "00000000-0000-0000-0000-000000000000",
             "kind": {"group": "", "version": "v1", "kind": "Secret"},
             "resource": {"group": "", "version": "v1", "resource": "secrets"},
@@ -94,11 +86,9 @@ pub fn create_request(
             "oldObject": null,
             "dryRun": dry_run,
             "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}
-        }
     });
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_value(review).map_err(|e| format!("not a Kubernetes object: {e}"))?;
-    review.try_into().map_err(|_| "no request".to_owned())
+    // Through text: the objects stay raw JSON, as they do off the wire.
+    serde_json::from_str(&request.to_string()).map_err(|e| format!("not a Kubernetes object: {e}"))
 }
 
 async fn mutate_one(

@@ -62,11 +62,11 @@ impl CharsetConfig {
         let mut classes = Vec::with_capacity(4);
         let mut push = |name, enabled: bool, set: &str, min| {
             if enabled {
-                let mut chars: Vec<char> =
-                    set.chars().filter(|c| !self.exclude.contains(*c)).collect();
-                chars.sort_unstable();
-                chars.dedup();
-                classes.push(Class { name, chars, min });
+                classes.push(Class {
+                    name,
+                    chars: charset(set, &self.exclude),
+                    min,
+                });
             }
         };
         push("lower", self.lower, LOWER, self.min_lower);
@@ -164,8 +164,40 @@ impl CharsetConfig {
     }
 }
 
+/// The characters of `set` that are not in `exclude`, sorted, once each.
+fn charset(set: &str, exclude: &str) -> Vec<char> {
+    if set.is_ascii() && exclude.is_ascii() {
+        // A bit per ASCII character: sorted and deduplicated by construction.
+        let mask = ascii_mask(set.bytes()) & !ascii_mask(exclude.bytes());
+        return ascii_chars(mask);
+    }
+    let mut chars: Vec<char> = set.chars().filter(|c| !exclude.contains(*c)).collect();
+    chars.sort_unstable();
+    chars.dedup();
+    chars
+}
+
+fn ascii_mask(bytes: impl Iterator<Item = u8>) -> u128 {
+    bytes.fold(0, |mask, b| mask | 1u128 << (b & 0x7f))
+}
+
+fn ascii_chars(mut mask: u128) -> Vec<char> {
+    let mut chars = Vec::with_capacity(mask.count_ones() as usize);
+    while mask != 0 {
+        chars.push(char::from(mask.trailing_zeros() as u8));
+        mask &= mask - 1;
+    }
+    chars
+}
+
 /// Every character of the classes, sorted, once each.
 fn union(classes: &[Class]) -> Vec<char> {
+    if classes.iter().all(|c| c.chars.iter().all(char::is_ascii)) {
+        let mask = classes.iter().fold(0, |mask, c| {
+            mask | ascii_mask(c.chars.iter().map(|&ch| ch as u8))
+        });
+        return ascii_chars(mask);
+    }
     let mut all: Vec<char> = classes
         .iter()
         .flat_map(|c| c.chars.iter().copied())
@@ -395,6 +427,50 @@ impl Generator for RandomId {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    /// The plain definition the bitmap fast path must agree with.
+    fn naive_charset(set: &str, exclude: &str) -> Vec<char> {
+        let mut chars: Vec<char> = set.chars().filter(|c| !exclude.contains(*c)).collect();
+        chars.sort_unstable();
+        chars.dedup();
+        chars
+    }
+
+    #[test]
+    fn charsets_are_sorted_deduplicated_and_exclude_what_they_should() {
+        for (set, exclude) in [
+            (LOWER, ""),
+            (DEFAULT_SPECIAL, "@#"),
+            ("zzaa~~\u{7f}\u{0}", "a"),
+            ("abcé", "é"),
+            ("abc", "ß"),
+            ("ßé!a", ""),
+            ("", "abc"),
+        ] {
+            assert_eq!(
+                charset(set, exclude),
+                naive_charset(set, exclude),
+                "{set:?} - {exclude:?}"
+            );
+        }
+        let classes = |sets: &[&str]| -> Vec<Class> {
+            sets.iter()
+                .map(|s| Class {
+                    name: "x",
+                    chars: charset(s, ""),
+                    min: 0,
+                })
+                .collect()
+        };
+        for sets in [&["abc", "cba!", "09"][..], &["é", "ea"][..], &[][..]] {
+            let joined: String = sets.concat();
+            assert_eq!(
+                union(&classes(sets)),
+                naive_charset(&joined, ""),
+                "{sets:?}"
+            );
+        }
+    }
 
     fn cfg(yaml: serde_json::Value) -> CharsetConfig {
         super::super::parse_config(&yaml).unwrap_or_else(|e| panic!("config: {e}"))

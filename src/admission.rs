@@ -1,0 +1,268 @@
+//! The AdmissionReview wire format, decoded and encoded in one pass.
+//!
+//! A request keeps only the fields a review reads; its objects stay raw
+//! JSON until the review parses them as Secrets, so a body is walked once
+//! and no generic JSON tree is built. A response is written the way the
+//! apiserver reads it, with `patch` as a base64 string (Go's `[]byte`).
+
+use kube::core::admission::Operation;
+use kube::core::{GroupVersionKind, Status};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+pub const API_VERSION_V1: &str = "admission.k8s.io/v1";
+pub const API_VERSION_V1BETA1: &str = "admission.k8s.io/v1beta1";
+pub const KIND: &str = "AdmissionReview";
+
+/// An AdmissionReview as it arrives.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Review {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub request: Option<Request>,
+}
+
+impl Review {
+    /// `admission.k8s.io/v1` or `v1beta1`, kind AdmissionReview.
+    pub fn is_supported(&self) -> bool {
+        self.kind == KIND
+            && matches!(
+                self.api_version.as_str(),
+                API_VERSION_V1 | API_VERSION_V1BETA1
+            )
+    }
+}
+
+/// The request of an AdmissionReview: what was asked, of which object.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Request {
+    pub uid: String,
+    /// The kind of the object (after any conversion to the webhook's version).
+    pub kind: GroupVersionKind,
+    pub operation: Operation,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The object as submitted (`null` on DELETE).
+    #[serde(default)]
+    pub object: Option<Box<RawValue>>,
+    /// The stored object (UPDATE and DELETE).
+    #[serde(default)]
+    pub old_object: Option<Box<RawValue>>,
+}
+
+impl Request {
+    /// Whether the object is a core/v1 Secret.
+    pub fn is_secret(&self) -> bool {
+        self.kind.group.is_empty() && self.kind.kind == "Secret"
+    }
+}
+
+/// The answer to one request.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Response {
+    pub uid: String,
+    pub allowed: bool,
+    /// Why a request was refused; empty when allowed.
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "as_base64")]
+    pub patch: Option<Vec<u8>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl Response {
+    /// Allowed as it is.
+    pub fn allow(uid: &str) -> Self {
+        Self {
+            uid: uid.to_owned(),
+            allowed: true,
+            status: Status::default(),
+            patch: None,
+            patch_type: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Allowed with a JSON Patch (RFC 6902).
+    pub fn patched(uid: &str, patch: &json_patch::Patch) -> Result<Self, serde_json::Error> {
+        let mut response = Self::allow(uid);
+        response.patch = Some(serde_json::to_vec(patch)?);
+        response.patch_type = Some("JSONPatch");
+        Ok(response)
+    }
+
+    /// Refused: HTTP 403 Forbidden with `message`.
+    pub fn deny(uid: &str, message: String) -> Self {
+        let mut response = Self::allow(uid);
+        response.allowed = false;
+        response.status = Status {
+            status: Some(kube::core::response::StatusSummary::Failure),
+            code: 403,
+            message,
+            reason: "Forbidden".into(),
+            ..Status::default()
+        };
+        response
+    }
+
+    /// A body that is not a usable AdmissionReview: no uid to echo.
+    pub fn invalid(message: String) -> Self {
+        let mut response = Self::allow("");
+        response.allowed = false;
+        response.status = Status::failure(&message, "InvalidRequest");
+        response
+    }
+}
+
+/// A response inside its AdmissionReview envelope, as bytes.
+pub fn encode(api_version: &str, response: &Response) -> Result<Vec<u8>, serde_json::Error> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Envelope<'a> {
+        api_version: &'a str,
+        kind: &'static str,
+        response: &'a Response,
+    }
+    let mut out = Vec::with_capacity(256 + response.patch.as_ref().map_or(0, |p| p.len() * 4 / 3));
+    serde_json::to_writer(
+        &mut out,
+        &Envelope {
+            api_version,
+            kind: KIND,
+            response,
+        },
+    )?;
+    Ok(out)
+}
+
+fn as_base64<S: Serializer>(patch: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    use base64::Engine as _;
+    match patch {
+        Some(bytes) => s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes)),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use kube::core::DynamicObject;
+    use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+    use serde_json::{Value, json};
+
+    fn body() -> Value {
+        json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1",
+                "kind": {"group": "", "version": "v1", "kind": "Secret"},
+                "resource": {"group": "", "version": "v1", "resource": "secrets"},
+                "name": "s", "namespace": "ns", "operation": "UPDATE",
+                "userInfo": {"username": "me"},
+                "object": {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}},
+                "oldObject": null, "dryRun": true
+            }
+        })
+    }
+
+    /// kube's own encoding of the same response, with `patch` turned from
+    /// its array of numbers into base64: what we must send.
+    fn kube_encoding(response: AdmissionResponse) -> Value {
+        use base64::Engine as _;
+        let mut value = serde_json::to_value(response.into_review()).unwrap();
+        if let Some(patch) = value.pointer_mut("/response/patch") {
+            let bytes: Vec<u8> = serde_json::from_value(patch.clone()).unwrap();
+            *patch = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+        }
+        value
+    }
+
+    fn kube_request() -> AdmissionRequest<DynamicObject> {
+        let review: AdmissionReview<DynamicObject> = serde_json::from_value(body()).unwrap();
+        review.try_into().unwrap()
+    }
+
+    #[test]
+    fn a_request_decodes_with_its_objects_raw() {
+        let review: Review = serde_json::from_value(body()).unwrap();
+        assert!(review.is_supported());
+        let request = review.request.unwrap();
+        assert_eq!(request.uid, "u-1");
+        assert!(request.is_secret());
+        assert_eq!(request.operation, Operation::Update);
+        assert_eq!(request.namespace.as_deref(), Some("ns"));
+        assert!(request.dry_run);
+        assert!(request.old_object.is_none());
+        let object: Value = serde_json::from_str(request.object.unwrap().get()).unwrap();
+        assert_eq!(object["metadata"]["name"], "s");
+    }
+
+    #[test]
+    fn other_versions_and_kinds_are_not_supported() {
+        for (version, kind) in [
+            ("admission.k8s.io/v2", KIND),
+            (API_VERSION_V1, "AdmissionRevue"),
+            ("", ""),
+        ] {
+            let mut body = body();
+            body["apiVersion"] = json!(version);
+            body["kind"] = json!(kind);
+            let review: Review = serde_json::from_value(body).unwrap();
+            assert!(!review.is_supported(), "{version} {kind}");
+        }
+    }
+
+    #[test]
+    fn responses_encode_as_kube_does_with_a_base64_patch() {
+        let patch: json_patch::Patch = serde_json::from_value(json!([
+            {"op": "add", "path": "/data/password", "value": "c2VjcmV0"}
+        ]))
+        .unwrap();
+        let mut with_warnings = Response::patched("u-1", &patch).unwrap();
+        with_warnings.warnings = vec!["careful".into()];
+        let mut kube_with_warnings = AdmissionResponse::from(&kube_request())
+            .with_patch(patch.clone())
+            .unwrap();
+        kube_with_warnings.warnings = Some(vec!["careful".into()]);
+        let mut kube_denied = AdmissionResponse::from(&kube_request()).deny("no");
+        kube_denied.result.code = 403;
+        kube_denied.result.reason = "Forbidden".into();
+        kube_denied.result.status = Some(kube::core::response::StatusSummary::Failure);
+        let cases = [
+            (
+                Response::allow("u-1"),
+                AdmissionResponse::from(&kube_request()),
+            ),
+            (with_warnings, kube_with_warnings),
+            (Response::deny("u-1", "no".into()), kube_denied),
+            (
+                Response::invalid("bad".into()),
+                AdmissionResponse::invalid("bad"),
+            ),
+        ];
+        for (ours, theirs) in cases {
+            let ours: Value =
+                serde_json::from_slice(&encode(API_VERSION_V1, &ours).unwrap()).unwrap();
+            assert_eq!(ours, kube_encoding(theirs));
+        }
+        let encoded: Value = serde_json::from_slice(
+            &encode(API_VERSION_V1, &Response::patched("u", &patch).unwrap()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(encoded["response"]["patchType"], "JSONPatch");
+        assert!(encoded["response"]["patch"].is_string());
+    }
+}
