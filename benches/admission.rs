@@ -5,7 +5,9 @@
 //! and peak RSS, and time from start to ready.
 //!
 //! `cargo bench --bench admission` (release build). `SS_BENCH_SECONDS`
-//! sets the measuring time per case (default 3).
+//! sets the measuring time per case (default 3); `SS_BENCH_CASE` (part of
+//! a case name) and `SS_BENCH_CONNECTIONS` (e.g. `64`) narrow the runs, for
+//! profiling one of them.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -88,25 +90,51 @@ async fn run() {
     // password-only ratios the target is about.
     let mut peaks: Vec<(&str, u64)> = Vec::new();
     let mut password_ratios: Vec<(usize, f64)> = Vec::new();
+    let mut cpu_rows: Vec<(usize, Stats, Stats)> = Vec::new();
+    let only_case = std::env::var("SS_BENCH_CASE").unwrap_or_default();
+    let connections: Vec<usize> = std::env::var("SS_BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|s| s.split(',').map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 16, 64]);
     for (name, review) in &cases {
+        if !name.contains(only_case.as_str()) {
+            continue;
+        }
         // Skip cases whose generators this build does not have.
-        let probe = load(ours_addr, &ca, review, 1, Duration::from_millis(200)).await;
+        let probe = load(
+            ours_addr,
+            ours.id(),
+            &ca,
+            review,
+            1,
+            Duration::from_millis(200),
+        )
+        .await;
         if probe.errors > 0 || probe.count == 0 {
             println!("| {name} | - | not available in this build | | | | |");
             continue;
         }
-        for conns in [1usize, 16, 64] {
+        for &conns in &connections {
             let base = match baseline_cache.get(&conns) {
                 Some(s) => s.clone(),
                 None => {
-                    let s = load(baseline_addr, &ca, &password_review(), conns, seconds()).await;
+                    let s = load(
+                        baseline_addr,
+                        baseline.id(),
+                        &ca,
+                        &password_review(),
+                        conns,
+                        seconds(),
+                    )
+                    .await;
                     baseline_cache.insert(conns, s.clone());
                     s
                 }
             };
-            let s = load(ours_addr, &ca, review, conns, seconds()).await;
+            let s = load(ours_addr, ours.id(), &ca, review, conns, seconds()).await;
             if *name == "password-only" {
                 password_ratios.push((conns, s.throughput() / base.throughput()));
+                cpu_rows.push((conns, s.clone(), base.clone()));
             }
             if conns == 64 {
                 peaks.push((name, rss_kib(ours.id(), "VmHWM")));
@@ -130,6 +158,22 @@ async fn run() {
         println!(
             "password-only at {conns} connection(s): {ratio:.2} of the baseline (target >= 0.80: {})",
             if *ratio >= 0.8 { "met" } else { "NOT met" }
+        );
+    }
+    // The load generator shares the cores: where the time per review goes.
+    println!();
+    println!(
+        "| password-only CPU per review, µs | connections | secret-santa | baseline server | ratio | load generator (ours / baseline) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (conns, s, base) in &cpu_rows {
+        println!(
+            "| | {conns} | {:.1} | {:.1} | {:.2} | {:.1} / {:.1} |",
+            s.server_us(),
+            base.server_us(),
+            s.server_us() / base.server_us(),
+            s.client_us(),
+            base.client_us()
         );
     }
     println!();
@@ -276,11 +320,23 @@ struct Stats {
     errors: u64,
     elapsed: Duration,
     latencies_us: Vec<u32>,
+    /// CPU time (user + system) of the server and of this load generator
+    /// over the run.
+    server_cpu: Duration,
+    client_cpu: Duration,
 }
 
 impl Stats {
     fn throughput(&self) -> f64 {
         self.count as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn server_us(&self) -> f64 {
+        self.server_cpu.as_secs_f64() * 1e6 / self.count.max(1) as f64
+    }
+
+    fn client_us(&self) -> f64 {
+        self.client_cpu.as_secs_f64() * 1e6 / self.count.max(1) as f64
     }
 
     fn p(&self, q: f64) -> f64 {
@@ -307,9 +363,38 @@ fn client_config(ca: &Path) -> Arc<rustls::ClientConfig> {
     )
 }
 
-/// `conns` keep-alive connections posting `review` for `duration`.
+/// Clock ticks per second of /proc's CPU times (100 on Linux, asked anyway).
+static CLOCK_TICKS: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&hz: &u64| hz > 0)
+        .unwrap_or(100)
+});
+
+/// CPU time (user + system, all threads) a process has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line, in clock ticks.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    Duration::from_secs_f64(ticks as f64 / *CLOCK_TICKS as f64)
+}
+
+/// `conns` keep-alive connections posting `review` for `duration` to the
+/// server `pid` listening on `addr`.
 async fn load(
     addr: SocketAddr,
+    pid: u32,
     ca: &Path,
     review: &Value,
     conns: usize,
@@ -317,6 +402,7 @@ async fn load(
 ) -> Stats {
     let body = Bytes::from(serde_json::to_vec(review).expect("json"));
     let config = client_config(ca);
+    let (server_before, client_before) = (cpu_time(pid), cpu_time(std::process::id()));
     let start = Instant::now();
     let until = start + duration;
     let mut tasks = Vec::new();
@@ -381,6 +467,8 @@ async fn load(
         }
     }
     total.elapsed = start.elapsed();
+    total.server_cpu = cpu_time(pid).saturating_sub(server_before);
+    total.client_cpu = cpu_time(std::process::id()).saturating_sub(client_before);
     total.latencies_us.sort_unstable();
     total
 }

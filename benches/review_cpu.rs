@@ -15,6 +15,10 @@ use secret_santa::config::AdminConfig;
 use secret_santa::{App, Reviewer};
 use serde_json::{Value, json};
 
+/// The allocator the server binary runs with (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     secret_santa::install_crypto_provider();
     let rounds: usize = std::env::var("SS_BENCH_ROUNDS")

@@ -7,7 +7,7 @@
 
 use kube::core::admission::Operation;
 use kube::core::{GroupVersionKind, Status};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 pub const API_VERSION_V1: &str = "admission.k8s.io/v1";
@@ -66,19 +66,16 @@ impl Request {
     }
 }
 
-/// The answer to one request.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// The answer to one request; [`encode`] writes it.
+#[derive(Debug)]
 pub struct Response {
     pub uid: String,
     pub allowed: bool,
     /// Why a request was refused; empty when allowed.
     pub status: Status,
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "as_base64")]
+    /// A JSON Patch, sent as base64.
     pub patch: Option<Vec<u8>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
 
@@ -126,33 +123,48 @@ impl Response {
     }
 }
 
-/// A response inside its AdmissionReview envelope, as bytes.
+/// A response inside its AdmissionReview envelope, as bytes. Written
+/// directly: the patch goes in as base64 without a pass through a JSON
+/// string escaper (base64 has nothing to escape), everything else through
+/// serde_json.
 pub fn encode(api_version: &str, response: &Response) -> Result<Vec<u8>, serde_json::Error> {
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Envelope<'a> {
-        api_version: &'a str,
-        kind: &'static str,
-        response: &'a Response,
-    }
-    let mut out = Vec::with_capacity(256 + response.patch.as_ref().map_or(0, |p| p.len() * 4 / 3));
-    serde_json::to_writer(
-        &mut out,
-        &Envelope {
-            api_version,
-            kind: KIND,
-            response,
-        },
-    )?;
-    Ok(out)
-}
-
-fn as_base64<S: Serializer>(patch: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
     use base64::Engine as _;
-    match patch {
-        Some(bytes) => s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes)),
-        None => s.serialize_none(),
+    let patch_len = response
+        .patch
+        .as_ref()
+        .map_or(0, |p| base64::encoded_len(p.len(), true).unwrap_or(0));
+    let mut out =
+        Vec::with_capacity(192 + response.uid.len() + response.status.message.len() + patch_len);
+    out.extend_from_slice(b"{\"apiVersion\":");
+    serde_json::to_writer(&mut out, api_version)?;
+    out.extend_from_slice(b",\"kind\":\"AdmissionReview\",\"response\":{\"uid\":");
+    serde_json::to_writer(&mut out, &response.uid)?;
+    out.extend_from_slice(if response.allowed {
+        b",\"allowed\":true,\"status\":"
+    } else {
+        b",\"allowed\":false,\"status\":"
+    });
+    serde_json::to_writer(&mut out, &response.status)?;
+    if let Some(patch) = &response.patch {
+        out.extend_from_slice(b",\"patch\":\"");
+        let start = out.len();
+        out.resize(start + patch_len, 0);
+        let written = base64::engine::general_purpose::STANDARD
+            .encode_slice(patch, &mut out[start..])
+            .map_err(serde::ser::Error::custom)?;
+        out.truncate(start + written);
+        out.push(b'"');
     }
+    if let Some(patch_type) = response.patch_type {
+        out.extend_from_slice(b",\"patchType\":");
+        serde_json::to_writer(&mut out, patch_type)?;
+    }
+    if !response.warnings.is_empty() {
+        out.extend_from_slice(b",\"warnings\":");
+        serde_json::to_writer(&mut out, &response.warnings)?;
+    }
+    out.extend_from_slice(b"}}");
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -264,5 +276,16 @@ mod tests {
         .unwrap();
         assert_eq!(encoded["response"]["patchType"], "JSONPatch");
         assert!(encoded["response"]["patch"].is_string());
+        // Strings that need escaping stay JSON.
+        let mut odd = Response::deny("u\"1\\\n", "a \"quoted\"\nmessage".into());
+        odd.warnings = vec!["w\u{7}\"".into()];
+        let encoded: Value =
+            serde_json::from_slice(&encode(API_VERSION_V1, &odd).unwrap()).unwrap();
+        assert_eq!(encoded["response"]["uid"], "u\"1\\\n");
+        assert_eq!(
+            encoded["response"]["status"]["message"],
+            "a \"quoted\"\nmessage"
+        );
+        assert_eq!(encoded["response"]["warnings"][0], "w\u{7}\"");
     }
 }

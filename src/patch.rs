@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use json_patch::jsonptr::{PointerBuf, Token};
+use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation};
 use serde_json::Value;
 
@@ -17,7 +17,18 @@ pub struct PatchBuilder {
 }
 
 fn pointer(parts: &[&str]) -> PointerBuf {
-    PointerBuf::from_tokens(parts.iter().map(|p| Token::new(*p)))
+    // RFC 6901 escaping (`~` as `~0`, then `/` as `~1`), sized up front.
+    let mut encoded = String::with_capacity(parts.iter().map(|p| p.len() + 3).sum());
+    for part in parts {
+        encoded.push('/');
+        if part.contains(['~', '/']) {
+            encoded.push_str(&part.replace('~', "~0").replace('/', "~1"));
+        } else {
+            encoded.push_str(part);
+        }
+    }
+    // Escaped above, so always valid; `from_tokens` is the slow, sure way.
+    PointerBuf::parse(encoded).unwrap_or_else(|_| PointerBuf::from_tokens(parts.iter().copied()))
 }
 
 impl PatchBuilder {
@@ -98,6 +109,14 @@ impl PatchBuilder {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pointers_escape_as_jsonptr_does() {
+        for key in ["plain", "a/b", "a~b", "a~1b", "~/~/", "", "é/~0"] {
+            let parts = ["metadata", "annotations", key];
+            assert_eq!(pointer(&parts), PointerBuf::from_tokens(parts), "{key:?}");
+        }
+    }
 
     #[test]
     fn creates_parents_and_escapes_keys() {

@@ -7,7 +7,7 @@
 mod auth;
 mod crypto;
 pub(crate) mod keys;
-mod random;
+pub(crate) mod random;
 mod ssh;
 mod time;
 mod tls;

@@ -86,6 +86,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(watch_config(path, args.cert_reload_interval, app.clone()));
     }
     tokio::spawn(serve_admin(admin, app.clone()));
+    // Before ready: once /readyz says ok, SIGTERM must mean a clean drain.
+    let shutdown = shutdown_signal();
     app.set_ready(true);
     tracing::info!(webhook = %webhook_addr, admin = %admin_addr, "serving");
     // A machine-readable line for scripts and tests that bind port 0.
@@ -95,36 +97,40 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         listener,
         TlsAcceptor::from(tls_config),
         app.clone(),
-        shutdown_signal(),
+        shutdown,
         args.shutdown_grace,
     )
     .await;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Registers for SIGTERM and SIGINT now (so that a signal arriving before
+/// the server is polled is not lost) and resolves on the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
