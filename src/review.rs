@@ -617,7 +617,7 @@ impl Generation<'_> {
             if spec.template.is_none() && self.present.contains(g.name.as_str()) {
                 continue;
             }
-            let out = run_generator(g, &ctx, &self.limits, &secrets)?;
+            let out = run_generator(g, &ctx, self.limits, &secrets)?;
             for v in out.as_map().values() {
                 if let Value::String(s) = v {
                     secrets.push(s.clone());
