@@ -5,7 +5,9 @@
 //! and peak RSS, and time from start to ready.
 //!
 //! `cargo bench --bench admission` (release build). `SS_BENCH_SECONDS`
-//! sets the measuring time per case (default 3); `SS_BENCH_CASE` (part of
+//! sets the measuring time per case (default 3), `SS_BENCH_ROUNDS` the
+//! alternating baseline/ours rounds of the password-only case, whose median
+//! is reported (default 3); `SS_BENCH_CASE` (part of
 //! a case name) and `SS_BENCH_CONNECTIONS` (e.g. `64`) narrow the runs, for
 //! profiling one of them.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -37,6 +39,15 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(run());
+}
+
+/// Alternating baseline/ours rounds for the password-only case.
+fn rounds() -> usize {
+    std::env::var("SS_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(3)
 }
 
 fn seconds() -> Duration {
@@ -77,8 +88,9 @@ async fn run() {
         ("TLS RSA-2048", tls_review("RSA")),
     ];
     println!(
-        "# secret-santa admission benchmark ({} s per case, {} cores)",
+        "# secret-santa admission benchmark ({} s per case, password-only the median of {} alternating rounds, {} cores)",
         seconds().as_secs_f64(),
+        rounds(),
         cores()
     );
     println!();
@@ -114,24 +126,46 @@ async fn run() {
             println!("| {name} | - | not available in this build | | | | |");
             continue;
         }
+        let baseline_review = password_review();
         for &conns in &connections {
-            let base = match baseline_cache.get(&conns) {
-                Some(s) => s.clone(),
-                None => {
-                    let s = load(
-                        baseline_addr,
-                        baseline.id(),
-                        &ca,
-                        &password_review(),
-                        conns,
-                        seconds(),
-                    )
-                    .await;
-                    baseline_cache.insert(conns, s.clone());
-                    s
-                }
+            let measure_baseline = || {
+                load(
+                    baseline_addr,
+                    baseline.id(),
+                    &ca,
+                    &baseline_review,
+                    conns,
+                    seconds(),
+                )
             };
-            let s = load(ours_addr, ours.id(), &ca, review, conns, seconds()).await;
+            let (s, base) = if *name == "password-only" {
+                // The target case: baseline and ours alternate, and the
+                // round with the median ratio is the one reported, so one
+                // noisy stretch on the shared cores does not decide it.
+                let mut pairs = Vec::new();
+                for _ in 0..rounds() {
+                    let b = measure_baseline().await;
+                    let o = load(ours_addr, ours.id(), &ca, review, conns, seconds()).await;
+                    pairs.push((o.throughput() / b.throughput(), o, b));
+                }
+                pairs.sort_by(|x, y| x.0.total_cmp(&y.0));
+                let (_, o, b) = pairs.swap_remove(pairs.len() / 2);
+                baseline_cache.insert(conns, b.clone());
+                (o, b)
+            } else {
+                let base = match baseline_cache.get(&conns) {
+                    Some(b) => b.clone(),
+                    None => {
+                        let b = measure_baseline().await;
+                        baseline_cache.insert(conns, b.clone());
+                        b
+                    }
+                };
+                (
+                    load(ours_addr, ours.id(), &ca, review, conns, seconds()).await,
+                    base,
+                )
+            };
             if *name == "password-only" {
                 password_ratios.push((conns, s.throughput() / base.throughput()));
                 cpu_rows.push((conns, s.clone(), base.clone()));
