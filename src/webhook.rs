@@ -99,8 +99,7 @@ impl App {
                 // Only a serializer bug gets here; answer without the patch.
                 let d = Denial::internal("could not encode the review");
                 self.count_denial(&d);
-                let fallback = admission::Response::deny(&response.uid, d.message);
-                admission::encode(api_version, &fallback).unwrap_or_default()
+                admission::encode(api_version, &deny(&response.uid, &d)).unwrap_or_default()
             }
         }
     }
