@@ -43,7 +43,8 @@ async fn rejects(doc: SecretDoc, annotation: &str, problem: &str) {
     let (answer, _) = created(&app, &doc).await;
     assert!(
         !allowed(&answer),
-        "expected a denial naming {annotation}: {answer}"
+        "expected a denial naming {annotation}: {}",
+        shown(&answer)
     );
     let msg = message(&answer);
     assert!(
@@ -282,7 +283,8 @@ async fn update_never_regenerates() {
     assert!(allowed(&answer));
     assert!(
         !has_patch(&answer),
-        "nothing was dropped, nothing to do: {answer}"
+        "nothing was dropped, nothing to do: {}",
+        shown(&answer)
     );
 }
 
@@ -659,7 +661,7 @@ async fn undecodable_reviews_get_an_invalid_review() {
         let (status, out) = call(&app, "POST", "/mutate", body).await;
         assert_eq!(status, StatusCode::OK);
         let answer: Value = serde_json::from_slice(&out).unwrap();
-        assert!(!allowed(&answer), "{answer}");
+        assert!(!allowed(&answer), "{}", shown(&answer));
         assert_eq!(response(&answer)["status"]["reason"], "InvalidRequest");
     }
 }
@@ -865,7 +867,7 @@ async fn hostile_templates_are_denied_in_time() {
             .template(template);
         let started = std::time::Instant::now();
         let (answer, _) = created(&app(), &doc).await;
-        assert!(!allowed(&answer), "{label}: {answer}");
+        assert!(!allowed(&answer), "{label}: {}", shown(&answer));
         let msg = message(&answer);
         assert!(
             msg.contains("secret-santa.io/template") && msg.contains(problem),
@@ -888,4 +890,14 @@ async fn a_length_written_as_1e12_is_denied_naming_it() {
         "length",
     )
     .await;
+}
+
+#[tokio::test]
+async fn assertion_messages_withhold_the_patch() {
+    let (answer, _) = created(&app(), &SecretDoc::new("a").labelled().autogenerate("p")).await;
+    let patch = response(&answer)["patch"].as_str().unwrap().to_owned();
+    let text = shown(&answer).to_string();
+    assert!(!text.contains(&patch), "the patch is shown");
+    assert!(text.contains("base64 characters withheld"), "{text}");
+    assert_eq!(shown(&answer)["response"]["uid"], response(&answer)["uid"]);
 }

@@ -563,7 +563,8 @@ async fn the_admin_config_is_reloaded_without_a_restart() {
     let (_, answer) = client.post_review(&review()).await.unwrap();
     assert!(
         message(&answer).contains("not available to namespace \"shop\""),
-        "{answer}"
+        "{}",
+        shown(&answer)
     );
 
     write("\"shop\", \"billing\"");

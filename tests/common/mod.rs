@@ -179,6 +179,17 @@ pub fn apply(object: &Value, answer: &Value) -> Value {
     doc
 }
 
+/// An answer fit for an assertion message: the patch (base64 of generated
+/// values) replaced by its length, so that a failing test prints no value.
+pub fn shown(answer: &Value) -> Value {
+    let mut shown = answer.clone();
+    if let Some(patch) = shown.pointer_mut("/response/patch") {
+        let len = patch.as_str().map_or(0, str::len);
+        *patch = Value::String(format!("<{len} base64 characters withheld>"));
+    }
+    shown
+}
+
 pub fn has_patch(answer: &Value) -> bool {
     response(answer).get("patch").is_some_and(|p| !p.is_null())
 }
