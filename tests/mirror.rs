@@ -68,15 +68,11 @@ impl World {
     }
 
     async fn send(&self, review: &Value) -> Value {
-        self.app
-            .review_bytes(&serde_json::to_vec(review).unwrap(), None)
-            .await
+        send(&self.app, review).await
     }
 
     async fn create(&self, doc: &Value) -> (Value, Value) {
-        let answer = self.send(&create(doc)).await;
-        let result = apply(doc, &answer);
-        (answer, result)
+        create_and_apply(&self.app, doc).await
     }
 }
 

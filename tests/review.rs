@@ -24,17 +24,9 @@ fn app() -> Arc<App> {
     )
 }
 
-async fn send(app: &App, review: &Value) -> Value {
-    let bytes = serde_json::to_vec(review).unwrap();
-    app.review_bytes(&bytes, None).await
-}
-
 /// Sends a CREATE and returns (answer, resulting object).
 async fn created(app: &App, doc: &SecretDoc) -> (Value, Value) {
-    let obj = doc.value();
-    let answer = send(app, &create(&obj)).await;
-    let result = apply(&obj, &answer);
-    (answer, result)
+    create_and_apply(app, &doc.value()).await
 }
 
 /// A denial that names `annotation` and contains `problem`.

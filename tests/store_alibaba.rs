@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use alibaba_fake::{AlibabaFake, Perms, REGION, REGION2, server_signature, server_string_to_sign};
 use common::*;
-use secret_santa::config::{AdminConfig, StoreConfig};
+use secret_santa::config::AdminConfig;
 use secret_santa::secret::SecretValue;
 use secret_santa::store::alibaba::REPLICATION_INCOMPLETE;
 use secret_santa::store::{self, CreateOutcome, Ownership, StoreError, Stores, WriteOptions};
@@ -56,8 +56,16 @@ struct World {
     /// Accepts connections (the kernel's backlog) and never answers.
     _hang: TcpListener,
     files: tempfile::TempDir,
-    config: AdminConfig,
-    app: Arc<App>,
+    /// The webhook under test and its admin config.
+    hook: Webhook,
+}
+
+impl std::ops::Deref for World {
+    type Target = Webhook;
+
+    fn deref(&self) -> &Webhook {
+        &self.hook
+    }
 }
 
 fn config_yaml(fake: &AlibabaFake, closed: u16, hang: u16, files: &Path) -> String {
@@ -186,39 +194,12 @@ impl World {
             closed_port,
             _hang: hang,
             files,
-            config,
-            app,
+            hook: Webhook { config, app },
         }
-    }
-
-    fn store_config(&self, name: &str) -> StoreConfig {
-        self.config
-            .stores
-            .iter()
-            .find(|s| s.name == name)
-            .unwrap()
-            .clone()
-    }
-
-    /// A store client built from the admin config, as `serve` builds it.
-    async fn store(&self, name: &str) -> store::DynStore {
-        store::build(&self.store_config(name)).await.unwrap()
     }
 
     fn write_file(&self, name: &str, content: &str) {
         std::fs::write(self.files.path().join(name), content).unwrap();
-    }
-
-    async fn send(&self, review: &Value) -> Value {
-        self.app
-            .review_bytes(&serde_json::to_vec(review).unwrap(), None)
-            .await
-    }
-
-    async fn create(&self, doc: &Value) -> (Value, Value) {
-        let answer = self.send(&create(doc)).await;
-        let result = apply(doc, &answer);
-        (answer, result)
     }
 
     /// The current value of a secret in the fake, as a JSON map.

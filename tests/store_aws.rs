@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_secretsmanager::config::{Credentials, Region};
@@ -17,7 +16,7 @@ use common::moto::{FaultProxy, Moto, free_port};
 use common::*;
 use secret_santa::config::AdminConfig;
 use secret_santa::secret::SecretValue;
-use secret_santa::store::{self, CreateOutcome, Ownership, StoreError, Stores, WriteOptions};
+use secret_santa::store::{CreateOutcome, Ownership, StoreError, Stores, WriteOptions};
 use secret_santa::{App, Reviewer};
 use serde_json::{Value, json};
 
@@ -30,10 +29,18 @@ struct World {
     proxy: FaultProxy,
     closed_port: u16,
     _creds: tempfile::TempDir,
-    config: AdminConfig,
-    app: Arc<App>,
+    /// The webhook under test and its admin config.
+    hook: Webhook,
     sm: aws_sdk_secretsmanager::Client,
     ssm: aws_sdk_ssm::Client,
+}
+
+impl std::ops::Deref for World {
+    type Target = Webhook;
+
+    fn deref(&self) -> &Webhook {
+        &self.hook
+    }
 }
 
 fn config_yaml(endpoint: &str, proxy: &str, closed: &str, creds: &std::path::Path) -> String {
@@ -139,29 +146,10 @@ impl World {
             proxy,
             closed_port,
             _creds: creds,
-            config,
-            app,
+            hook: Webhook { config, app },
             sm,
             ssm,
         }
-    }
-
-    /// A store client built from the admin config, as `serve` builds it.
-    async fn store(&self, name: &str) -> store::DynStore {
-        let c = self.config.stores.iter().find(|s| s.name == name).unwrap();
-        store::build(c).await.unwrap()
-    }
-
-    async fn send(&self, review: &Value) -> Value {
-        self.app
-            .review_bytes(&serde_json::to_vec(review).unwrap(), None)
-            .await
-    }
-
-    async fn create(&self, doc: &Value) -> (Value, Value) {
-        let answer = self.send(&create(doc)).await;
-        let result = apply(doc, &answer);
-        (answer, result)
     }
 
     /// A Secrets Manager secret's current value and tags, read directly.

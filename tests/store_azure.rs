@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use azure_fake::{AzureFake, Op, Perms, TENANT, VAULT_URL, client_certificate};
 use common::*;
-use secret_santa::config::{AdminConfig, StoreConfig};
+use secret_santa::config::AdminConfig;
 use secret_santa::secret::SecretValue;
 use secret_santa::store::azure::{ENCODING_BASE64, TAG_ENCODING};
 use secret_santa::store::{self, CreateOutcome, Ownership, StoreError, Stores, WriteOptions};
@@ -49,8 +49,16 @@ struct World {
     _hang: TcpListener,
     hang_port: u16,
     files: tempfile::TempDir,
-    config: AdminConfig,
-    app: Arc<App>,
+    /// The webhook under test and its admin config.
+    hook: Webhook,
+}
+
+impl std::ops::Deref for World {
+    type Target = Webhook;
+
+    fn deref(&self) -> &Webhook {
+        &self.hook
+    }
 }
 
 fn config_yaml(fake: &AzureFake, closed: u16, hang: u16, files: &Path) -> String {
@@ -155,37 +163,12 @@ impl World {
             _hang: hang,
             hang_port,
             files,
-            config,
-            app,
+            hook: Webhook { config, app },
         }
-    }
-
-    fn store_config(&self, name: &str) -> StoreConfig {
-        self.config
-            .stores
-            .iter()
-            .find(|s| s.name == name)
-            .unwrap()
-            .clone()
-    }
-
-    /// A store client built from the admin config, as `serve` builds it.
-    async fn store(&self, name: &str) -> store::DynStore {
-        store::build(&self.store_config(name)).await.unwrap()
     }
 
     fn write_file(&self, name: &str, content: &str) {
         std::fs::write(self.files.path().join(name), content).unwrap();
-    }
-
-    async fn send(&self, review: &Value) -> Value {
-        send_to(&self.app, review).await
-    }
-
-    async fn create(&self, doc: &Value) -> (Value, Value) {
-        let answer = self.send(&create(doc)).await;
-        let result = apply(doc, &answer);
-        (answer, result)
     }
 
     /// The current value of a secret in the fake vault, as a JSON map.
@@ -194,11 +177,6 @@ impl World {
             .current(name)
             .map(|v| serde_json::from_str(&v.value).expect("a JSON object of strings"))
     }
-}
-
-async fn send_to(app: &App, review: &Value) -> Value {
-    app.review_bytes(&serde_json::to_vec(review).unwrap(), None)
-        .await
 }
 
 /// A denial that names the store and shows no value: neither the author's,

@@ -12,7 +12,6 @@ mod common;
 mod gcp_fake;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -35,8 +34,16 @@ const SERVICE_ACCOUNT: &str = "secret-santa@test-project.iam.gserviceaccount.com
 struct World {
     fake: GcpFake,
     closed_port: u16,
-    config: AdminConfig,
-    app: Arc<App>,
+    /// The webhook under test and its admin config.
+    hook: Webhook,
+}
+
+impl std::ops::Deref for World {
+    type Target = Webhook;
+
+    fn deref(&self) -> &Webhook {
+        &self.hook
+    }
 }
 
 fn config_yaml(cluster: &str, endpoint: &str, closed: &str) -> String {
@@ -115,27 +122,8 @@ impl World {
         World {
             fake,
             closed_port,
-            config,
-            app,
+            hook: Webhook { config, app },
         }
-    }
-
-    /// A store client built from the admin config, as `serve` builds it.
-    async fn store(&self, name: &str) -> store::DynStore {
-        let c = self.config.stores.iter().find(|s| s.name == name).unwrap();
-        store::build(c).await.unwrap()
-    }
-
-    async fn send(&self, review: &Value) -> Value {
-        self.app
-            .review_bytes(&serde_json::to_vec(review).unwrap(), None)
-            .await
-    }
-
-    async fn create(&self, doc: &Value) -> (Value, Value) {
-        let answer = self.send(&create(doc)).await;
-        let result = apply(doc, &answer);
-        (answer, result)
     }
 
     /// A stored secret; panics naming the id when it is absent.

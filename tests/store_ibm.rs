@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ibm_fake::{DEFAULT_GROUP, IbmFake, Op, Role};
-use secret_santa::config::{AdminConfig, StoreConfig};
+use secret_santa::config::AdminConfig;
 use secret_santa::secret::SecretValue;
 use secret_santa::store::ibm::{LABEL_BASE64, LABEL_MANAGED};
 use secret_santa::store::{self, CreateOutcome, Ownership, StoreError, Stores, WriteOptions};
@@ -51,10 +51,18 @@ struct World {
     /// Accepts connections (the kernel's backlog) and never answers.
     _hang: TcpListener,
     files: tempfile::TempDir,
-    config: AdminConfig,
-    app: Arc<App>,
+    /// The webhook under test and its admin config.
+    hook: Webhook,
     /// The id of secret group `team-a`.
     team: String,
+}
+
+impl std::ops::Deref for World {
+    type Target = Webhook;
+
+    fn deref(&self) -> &Webhook {
+        &self.hook
+    }
 }
 
 fn config_yaml(fake: &IbmFake, closed: u16, hang: u16, files: &Path, team: &str) -> String {
@@ -148,38 +156,13 @@ impl World {
             closed_port,
             _hang: hang,
             files,
-            config,
-            app,
+            hook: Webhook { config, app },
             team,
         }
     }
 
-    fn store_config(&self, name: &str) -> StoreConfig {
-        self.config
-            .stores
-            .iter()
-            .find(|s| s.name == name)
-            .unwrap()
-            .clone()
-    }
-
-    /// A store client built from the admin config, as `serve` builds it.
-    async fn store(&self, name: &str) -> store::DynStore {
-        store::build(&self.store_config(name)).await.unwrap()
-    }
-
     fn write_file(&self, name: &str, content: &str) {
         std::fs::write(self.files.path().join(name), content).unwrap();
-    }
-
-    async fn send(&self, review: &Value) -> Value {
-        app_send(&self.app, review).await
-    }
-
-    async fn create(&self, doc: &Value) -> (Value, Value) {
-        let answer = self.send(&create(doc)).await;
-        let result = apply(doc, &answer);
-        (answer, result)
     }
 
     /// The current payload of a secret of the default group, as a JSON map.
@@ -188,11 +171,6 @@ impl World {
             serde_json::from_str(s.payload().expect("a payload")).expect("a JSON object of strings")
         })
     }
-}
-
-async fn app_send(app: &App, review: &Value) -> Value {
-    app.review_bytes(&serde_json::to_vec(review).unwrap(), None)
-        .await
 }
 
 /// A denial that names the store and shows no value: neither the author's,

@@ -34,7 +34,7 @@ use oci_fake::{
     COMPARTMENT, KEY, KeyFormat, OTHER_COMPARTMENT, OciFake, Op, Perms, REGION, TENANCY, TestKey,
     VAULT, test_key,
 };
-use secret_santa::config::{AdminConfig, StoreConfig};
+use secret_santa::config::AdminConfig;
 use secret_santa::secret::SecretValue;
 use secret_santa::store::{self, CreateOutcome, Ownership, StoreError, Stores, WriteOptions};
 use secret_santa::{App, Reviewer};
@@ -64,8 +64,16 @@ struct World {
     keys: Keys,
     closed_port: u16,
     _files: tempfile::TempDir,
-    config: AdminConfig,
-    app: Arc<App>,
+    /// The webhook under test and its admin config.
+    hook: Webhook,
+}
+
+impl std::ops::Deref for World {
+    type Target = Webhook;
+
+    fn deref(&self) -> &Webhook {
+        &self.hook
+    }
 }
 
 /// One `oci-vault` store entry of the admin config.
@@ -187,35 +195,8 @@ impl World {
             keys,
             closed_port,
             _files: files,
-            config,
-            app,
+            hook: Webhook { config, app },
         }
-    }
-
-    fn store_config(&self, name: &str) -> StoreConfig {
-        self.config
-            .stores
-            .iter()
-            .find(|s| s.name == name)
-            .unwrap()
-            .clone()
-    }
-
-    /// A store client built from the admin config, as `serve` builds it.
-    async fn store(&self, name: &str) -> store::DynStore {
-        store::build(&self.store_config(name)).await.unwrap()
-    }
-
-    async fn send(&self, review: &Value) -> Value {
-        self.app
-            .review_bytes(&serde_json::to_vec(review).unwrap(), None)
-            .await
-    }
-
-    async fn create(&self, doc: &Value) -> (Value, Value) {
-        let answer = self.send(&create(doc)).await;
-        let result = apply(doc, &answer);
-        (answer, result)
     }
 
     /// The current value of a secret in the fake vault, as a JSON map.

@@ -25,7 +25,7 @@ use common::*;
 use secret_santa::config::AdminConfig;
 use secret_santa::secret::SecretValue;
 use secret_santa::store::s3::S3Store;
-use secret_santa::store::{self, CreateOutcome, Ownership, SecretStore, Stores, WriteOptions};
+use secret_santa::store::{CreateOutcome, Ownership, SecretStore, Stores, WriteOptions};
 use secret_santa::{App, Reviewer};
 use serde_json::{Value, json};
 
@@ -40,9 +40,17 @@ struct World {
     proxy: RecordingProxy,
     closed_port: u16,
     _files: tempfile::TempDir,
-    config: AdminConfig,
-    app: Arc<App>,
+    /// The webhook under test and its admin config.
+    hook: Webhook,
     s3: aws_sdk_s3::Client,
+}
+
+impl std::ops::Deref for World {
+    type Target = Webhook;
+
+    fn deref(&self) -> &Webhook {
+        &self.hook
+    }
 }
 
 fn config_yaml(endpoint: &str, proxy: &str, closed: &str, files: &std::path::Path) -> String {
@@ -153,28 +161,9 @@ impl World {
             proxy,
             closed_port,
             _files: files,
-            config,
-            app,
+            hook: Webhook { config, app },
             s3,
         }
-    }
-
-    /// A store client built from the admin config, as `serve` builds it.
-    async fn store(&self, name: &str) -> store::DynStore {
-        let c = self.config.stores.iter().find(|s| s.name == name).unwrap();
-        store::build(c).await.unwrap()
-    }
-
-    async fn send(&self, review: &Value) -> Value {
-        self.app
-            .review_bytes(&serde_json::to_vec(review).unwrap(), None)
-            .await
-    }
-
-    async fn create(&self, doc: &Value) -> (Value, Value) {
-        let answer = self.send(&create(doc)).await;
-        let result = apply(doc, &answer);
-        (answer, result)
     }
 
     /// An object's body and user metadata, read directly; `None` if absent.

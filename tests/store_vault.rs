@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::openbao::{OpenBao, free_port_pair};
 use common::*;
-use secret_santa::config::{AdminConfig, StoreConfig};
+use secret_santa::config::AdminConfig;
 use secret_santa::secret::SecretValue;
 use secret_santa::store::vault::{KvVersion, V1_OWNER_FIELD, VaultStore};
 use secret_santa::store::{self, CreateOutcome, Ownership, StoreError, Stores};
@@ -54,8 +54,16 @@ struct World {
     files: tempfile::TempDir,
     /// The token in `files/token`.
     token: String,
-    config: AdminConfig,
-    app: Arc<App>,
+    /// The webhook under test and its admin config.
+    hook: Webhook,
+}
+
+impl std::ops::Deref for World {
+    type Target = Webhook;
+
+    fn deref(&self) -> &Webhook {
+        &self.hook
+    }
 }
 
 fn config_yaml(address: &str, closed: u16, hang: u16, files: &Path) -> String {
@@ -166,37 +174,12 @@ impl World {
             hang_port,
             files,
             token,
-            config,
-            app,
+            hook: Webhook { config, app },
         }
-    }
-
-    fn store_config(&self, name: &str) -> StoreConfig {
-        self.config
-            .stores
-            .iter()
-            .find(|s| s.name == name)
-            .unwrap()
-            .clone()
-    }
-
-    /// A store client built from the admin config, as `serve` builds it.
-    async fn store(&self, name: &str) -> store::DynStore {
-        store::build(&self.store_config(name)).await.unwrap()
     }
 
     fn write_file(&self, name: &str, content: &str) {
         std::fs::write(self.files.path().join(name), content).unwrap();
-    }
-
-    async fn send(&self, review: &Value) -> Value {
-        send_to(&self.app, review).await
-    }
-
-    async fn create(&self, doc: &Value) -> (Value, Value) {
-        let answer = self.send(&create(doc)).await;
-        let result = apply(doc, &answer);
-        (answer, result)
     }
 
     /// Nothing under `k8s/` in either mount.
@@ -210,11 +193,6 @@ impl World {
             "KV v1 holds nothing under k8s/"
         );
     }
-}
-
-async fn send_to(app: &App, review: &Value) -> Value {
-    app.review_bytes(&serde_json::to_vec(review).unwrap(), None)
-        .await
 }
 
 /// A denial that names the store and shows no value: neither the author's
@@ -419,7 +397,7 @@ async fn two_replicas_admitting_the_same_secret_agree() {
     let other_replica = app_for(&w.config).await;
     let doc = mirrored(&["vault", "vault-v1"]);
     let (ra, rb) = (create(&doc), create(&doc));
-    let (a, b) = tokio::join!(w.send(&ra), send_to(&other_replica, &rb));
+    let (a, b) = tokio::join!(w.send(&ra), send(&other_replica, &rb));
     assert!(allowed(&a), "{a}");
     assert!(allowed(&b), "{b}");
     let da = data_of(&as_secret(&apply(&doc, &a)));
@@ -796,12 +774,12 @@ stores:
     let config = AdminConfig::parse(&yaml).unwrap();
     let app = app_for(&config).await;
     let doc = mirrored(&["vault-tls"]);
-    let answer = send_to(&app, &create(&doc)).await;
+    let answer = send(&app, &create(&doc)).await;
     assert!(allowed(&answer), "{answer}");
     let data = data_of(&as_secret(&apply(&doc, &answer)));
     assert!(bao.kv2("secret", "shop/db").await.unwrap().data == data);
 
-    let answer = send_to(&app, &create(&mirrored_named("web", &["vault-untrusted"]))).await;
+    let answer = send(&app, &create(&mirrored_named("web", &["vault-untrusted"]))).await;
     let msg = denied(&answer, "vault-untrusted", &[]);
     assert!(
         msg.contains("not reachable") && msg.contains("TLS with") && msg.contains("certificate"),
@@ -840,7 +818,7 @@ stores:
     );
     let app = app_for(&AdminConfig::parse(&yaml).unwrap()).await;
     let doc = mirrored(&["team-a"]);
-    let answer = send_to(&app, &create(&doc)).await;
+    let answer = send(&app, &create(&doc)).await;
     assert!(allowed(&answer), "{answer}");
     let data = data_of(&as_secret(&apply(&doc, &answer)));
     let kv = w

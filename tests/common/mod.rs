@@ -290,3 +290,51 @@ pub fn mirrored_named(name: &str, stores: &[&str]) -> Value {
         .annotate("secret-santa.io/mirror", &mirror)
         .value()
 }
+
+/// One review through the webhook's own path (decode, review, answer), as
+/// the JSON the apiserver would read.
+pub async fn send(app: &secret_santa::App, review: &Value) -> Value {
+    app.review_bytes(&serde_json::to_vec(review).unwrap(), None)
+        .await
+}
+
+/// A CREATE of `doc`: the answer, and the object after its patch.
+pub async fn create_and_apply(app: &secret_santa::App, doc: &Value) -> (Value, Value) {
+    let answer = send(app, &create(doc)).await;
+    let result = apply(doc, &answer);
+    (answer, result)
+}
+
+/// The webhook a store test drives, with the admin config it was built
+/// from. Each store test's world derefs to it.
+pub struct Webhook {
+    pub config: secret_santa::config::AdminConfig,
+    pub app: std::sync::Arc<secret_santa::App>,
+}
+
+impl Webhook {
+    /// The store `name` of the admin config.
+    pub fn store_config(&self, name: &str) -> secret_santa::config::StoreConfig {
+        self.config
+            .stores
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no store {name:?} in the admin config"))
+            .clone()
+    }
+
+    /// A client for the store `name`, built as `serve` builds it.
+    pub async fn store(&self, name: &str) -> secret_santa::store::DynStore {
+        secret_santa::store::build(&self.store_config(name))
+            .await
+            .unwrap()
+    }
+
+    pub async fn send(&self, review: &Value) -> Value {
+        send(&self.app, review).await
+    }
+
+    pub async fn create(&self, doc: &Value) -> (Value, Value) {
+        create_and_apply(&self.app, doc).await
+    }
+}
