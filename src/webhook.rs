@@ -153,14 +153,13 @@ impl App {
             outcome = tracing::field::Empty,
         );
         self.metrics.in_flight.inc();
-        let deadline = deadline
-            .map(|d| {
-                d.saturating_sub(TIMEOUT_MARGIN)
-                    .max(Duration::from_millis(100))
-            })
-            .map_or(self.reviewer.request_deadline(), |d| {
-                d.min(self.reviewer.request_deadline())
-            });
+        // The apiserver's own timeout, less a margin, bounds the configured one.
+        let configured = self.reviewer.request_deadline();
+        let deadline = deadline.map_or(configured, |d| {
+            d.saturating_sub(TIMEOUT_MARGIN)
+                .max(Duration::from_millis(100))
+                .min(configured)
+        });
         let result = self
             .reviewer
             .review_within(&request, deadline)

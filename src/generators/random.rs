@@ -63,11 +63,9 @@ struct Class {
 /// sorted, and their union: what most configs use, built once.
 static BUILTIN_CLASSES: LazyLock<[Vec<char>; 4]> =
     LazyLock::new(|| [LOWER, UPPER, NUMERIC, DEFAULT_SPECIAL].map(|set| charset(set, "")));
-static BUILTIN_UNION: LazyLock<(Vec<char>, String)> = LazyLock::new(|| {
+static BUILTIN_UNION: LazyLock<Vec<char>> = LazyLock::new(|| {
     let all: String = BUILTIN_CLASSES.concat().into_iter().collect();
-    let union = charset(&all, "");
-    let text = union.iter().collect();
-    (union, text)
+    charset(&all, "")
 });
 
 /// The password `secret-santa.io/autogenerate` writes: `random_password`
@@ -170,25 +168,24 @@ impl CharsetConfig {
     /// sorted) at once, the classes built once.
     pub fn draw_with_charset(&self) -> (String, String) {
         let classes = self.classes();
-        if self.is_builtin_charset() {
-            let (union, text) = &*BUILTIN_UNION;
-            return (self.draw_from(&classes, union), text.clone());
-        }
-        let union = union(&classes);
-        (
-            self.draw_from(&classes, &union),
-            union.into_iter().collect(),
-        )
+        let union = self.union_of(&classes);
+        (self.draw_from(&classes, &union), union.iter().collect())
     }
 
     /// Draws the string: each class's minimum first, the rest from the union,
     /// then a uniform shuffle. Every draw is uniform (no modulo bias).
     pub fn draw(&self) -> String {
         let classes = self.classes();
+        self.draw_from(&classes, &self.union_of(&classes))
+    }
+
+    /// The union of `classes`: built once for the built-in classes.
+    fn union_of(&self, classes: &[Class]) -> Cow<'static, [char]> {
         if self.is_builtin_charset() {
-            return self.draw_from(&classes, &BUILTIN_UNION.0);
+            Cow::Borrowed(&BUILTIN_UNION[..])
+        } else {
+            Cow::Owned(union(classes))
         }
-        self.draw_from(&classes, &union(&classes))
     }
 
     fn draw_from(&self, classes: &[Class], union: &[char]) -> String {
