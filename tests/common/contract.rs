@@ -96,3 +96,33 @@ pub async fn run(store: DynStore, prefix: &str) {
         .unwrap();
     assert!(store.read(&raw_name).await.unwrap().unwrap().payload == raw);
 }
+
+/// Names every store refuses, with what its message says: characters
+/// outside the provider's alphabet, and the empty name.
+pub const REFUSED_NAMES: [(&str, &str); 4] = [
+    ("shop/db#1", "'#' is not allowed"),
+    ("shop/db name", "' ' is not allowed"),
+    ("shop/dé", "'é' is not allowed"),
+    ("", "empty"),
+];
+
+/// A store's name rules: `logical` maps to `remote`; every name of
+/// [`REFUSED_NAMES`] and `also_refused` is refused with a message that
+/// contains its reason; `max` characters are accepted, one more is refused
+/// with a message that contains `too_long`.
+pub fn assert_name_rules(
+    store: &DynStore,
+    (logical, remote): (&str, &str),
+    also_refused: &[(&str, &str)],
+    max: usize,
+    too_long: &str,
+) {
+    assert_eq!(store.remote_name(logical).unwrap().as_str(), remote);
+    for (bad, why) in REFUSED_NAMES.iter().chain(also_refused) {
+        let err = store.remote_name(bad).unwrap_err();
+        assert!(err.contains(why), "{bad:?}: {err}");
+    }
+    assert!(store.remote_name(&"a".repeat(max)).is_ok());
+    let err = store.remote_name(&"a".repeat(max + 1)).unwrap_err();
+    assert!(err.contains(too_long), "{err}");
+}
