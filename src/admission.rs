@@ -93,11 +93,11 @@ impl Response {
     }
 
     /// Allowed with a JSON Patch (RFC 6902).
-    pub fn patched(uid: &str, patch: &json_patch::Patch) -> Result<Self, serde_json::Error> {
+    pub fn patched(uid: &str, patch: crate::patch::JsonPatch) -> Self {
         let mut response = Self::allow(uid);
-        response.patch = Some(serde_json::to_vec(patch)?);
+        response.patch = Some(patch.into_bytes());
         response.patch_type = Some("JSONPatch");
-        Ok(response)
+        response
     }
 
     /// Refused: HTTP 403 Forbidden with `message`.
@@ -239,11 +239,22 @@ mod tests {
 
     #[test]
     fn responses_encode_as_kube_does_with_a_base64_patch() {
-        let patch: json_patch::Patch = serde_json::from_value(json!([
-            {"op": "add", "path": "/data/password", "value": "c2VjcmV0"}
-        ]))
-        .unwrap();
-        let mut with_warnings = Response::patched("u-1", &patch).unwrap();
+        let mut builder = crate::patch::PatchBuilder::new();
+        builder.set_data(
+            true,
+            &[(
+                "password".to_owned(),
+                crate::secret::SecretValue::new(b"secret".to_vec()),
+            )]
+            .into(),
+        );
+        let ours = builder.build();
+        let patch = ours.operations().unwrap();
+        assert_eq!(
+            serde_json::to_value(&patch).unwrap(),
+            json!([{"op": "add", "path": "/data/password", "value": "c2VjcmV0"}])
+        );
+        let mut with_warnings = Response::patched("u-1", ours.clone());
         with_warnings.warnings = vec!["careful".into()];
         let mut kube_with_warnings = AdmissionResponse::from(&kube_request())
             .with_patch(patch.clone())
@@ -270,10 +281,9 @@ mod tests {
                 serde_json::from_slice(&encode(API_VERSION_V1, &ours).unwrap()).unwrap();
             assert_eq!(ours, kube_encoding(theirs));
         }
-        let encoded: Value = serde_json::from_slice(
-            &encode(API_VERSION_V1, &Response::patched("u", &patch).unwrap()).unwrap(),
-        )
-        .unwrap();
+        let encoded: Value =
+            serde_json::from_slice(&encode(API_VERSION_V1, &Response::patched("u", ours)).unwrap())
+                .unwrap();
         assert_eq!(encoded["response"]["patchType"], "JSONPatch");
         assert!(encoded["response"]["patch"].is_string());
         // Strings that need escaping stay JSON.

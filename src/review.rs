@@ -33,7 +33,7 @@ pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
 /// What a review decided when it allows the request.
 #[derive(Debug, Default)]
 pub struct Mutation {
-    pub patch: Option<json_patch::Patch>,
+    pub patch: Option<crate::patch::JsonPatch>,
     pub warnings: Vec<String>,
     /// Keys written by this review (never values), for logs.
     pub generated_keys: Vec<String>,
@@ -212,13 +212,14 @@ impl Snapshot {
         subject: &Subject<'_>,
         until: Instant,
     ) -> Result<Mutation, Denial> {
+        let no_annotations = BTreeMap::new();
         let annotations = subject
             .secret
             .metadata
             .annotations
-            .clone()
-            .unwrap_or_default();
-        let spec = Spec::parse(&annotations)?;
+            .as_ref()
+            .unwrap_or(&no_annotations);
+        let spec = Spec::parse(annotations)?;
         if spec.is_empty() {
             let mut m = Mutation::untouched();
             if !spec.mirror.is_empty() || spec.regenerate.is_some() {
@@ -234,20 +235,16 @@ impl Snapshot {
         let generated = self.generate(&spec, subject, &present).await?;
         let mut missing: SecretData = generated
             .values
-            .iter()
+            .into_iter()
             .filter(|(k, _)| !present.contains(k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let mut mutation = Mutation::untouched();
         if missing.is_empty() {
             return Ok(mutation);
         }
         check_size(subject.secret, &missing)?;
-        crate::typed::validate(
-            subject.secret.type_.as_deref(),
-            &final_data(subject.secret, &missing),
-        )?;
         let all = final_data(subject.secret, &missing);
+        crate::typed::validate(subject.secret.type_.as_deref(), &all)?;
         let outcome = self
             .mirror(
                 req,

@@ -168,17 +168,10 @@ impl App {
         self.metrics.in_flight.dec();
         let uid = request.uid.as_str();
         let (response, outcome) = match result {
-            Ok(mutation) => {
+            Ok(mut mutation) => {
                 let patched = mutation.patch.is_some();
-                let mut response = match &mutation.patch {
-                    Some(patch) => match admission::Response::patched(uid, patch) {
-                        Ok(r) => r,
-                        Err(_) => {
-                            let d = Denial::internal("could not encode the patch");
-                            self.count_denial(&d);
-                            return (api_version, deny(uid, &d));
-                        }
-                    },
+                let mut response = match mutation.patch.take() {
+                    Some(patch) => admission::Response::patched(uid, patch),
                     None => admission::Response::allow(uid),
                 };
                 response.warnings = mutation.warnings;

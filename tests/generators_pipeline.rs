@@ -48,7 +48,12 @@ async fn review_with(
     let req = create_request(object, "shop", false).expect("request");
     let mutation = reviewer.review(&req).await.map_err(|d| d.message)?;
     let mut doc = object.clone();
-    json_patch::patch(&mut doc, &mutation.patch.expect("a patch")).expect("patch applies");
+    let patch = mutation
+        .patch
+        .expect("a patch")
+        .operations()
+        .expect("patch parses");
+    json_patch::patch(&mut doc, &patch).expect("patch applies");
     let data = doc.get("data").and_then(Value::as_object).expect("data");
     Ok(data
         .iter()

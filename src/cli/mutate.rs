@@ -118,7 +118,10 @@ async fn mutate_one(
         warnings.retain(|w| !w.contains("dry run"));
     }
     if let Some(patch) = patch {
-        json_patch::patch(&mut doc, &patch)
+        let operations = patch
+            .operations()
+            .map_err(|e| format!("internal error: patch does not parse: {e}"))?;
+        json_patch::patch(&mut doc, &operations)
             .map_err(|e| format!("internal error: patch does not apply: {e}"))?;
     }
     if !args.reveal
