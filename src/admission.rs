@@ -1,12 +1,15 @@
 //! The AdmissionReview wire format, decoded and encoded in one pass.
 //!
-//! A request keeps only the fields a review reads; its objects stay raw
-//! JSON until the review parses them as Secrets, so a body is walked once
-//! and no generic JSON tree is built. A response is written the way the
+//! A request keeps only the fields a review reads, borrowed from the body
+//! where JSON lets it (strings without escapes); its objects stay raw JSON
+//! until the review parses them as Secrets, so a body is walked once and no
+//! generic JSON tree is built. A response is written the way the
 //! apiserver reads it, with `patch` as a base64 string (Go's `[]byte`).
 
+use std::borrow::Cow;
+
+use kube::core::Status;
 use kube::core::admission::Operation;
-use kube::core::{GroupVersionKind, Status};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -17,49 +20,74 @@ pub const KIND: &str = "AdmissionReview";
 /// An AdmissionReview as it arrives.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Review {
-    #[serde(default)]
-    pub api_version: String,
-    #[serde(default)]
-    pub kind: String,
-    #[serde(default)]
-    pub request: Option<Request>,
+pub struct Review<'a> {
+    #[serde(default, borrow)]
+    pub api_version: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub request: Option<Request<'a>>,
 }
 
-impl Review {
+impl Review<'_> {
     /// `admission.k8s.io/v1` or `v1beta1`, kind AdmissionReview.
     pub fn is_supported(&self) -> bool {
-        self.kind == KIND
-            && matches!(
-                self.api_version.as_str(),
-                API_VERSION_V1 | API_VERSION_V1BETA1
-            )
+        self.kind == KIND && matches!(&*self.api_version, API_VERSION_V1 | API_VERSION_V1BETA1)
     }
 }
 
 /// The request of an AdmissionReview: what was asked, of which object.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Request {
-    pub uid: String,
+pub struct Request<'a> {
+    #[serde(borrow)]
+    pub uid: Cow<'a, str>,
     /// The kind of the object (after any conversion to the webhook's version).
-    pub kind: GroupVersionKind,
+    #[serde(borrow)]
+    pub kind: Kind<'a>,
     pub operation: Operation,
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub namespace: Option<String>,
+    #[serde(default, borrow)]
+    pub name: Cow<'a, str>,
+    #[serde(default, borrow, deserialize_with = "borrowed")]
+    pub namespace: Option<Cow<'a, str>>,
     #[serde(default)]
     pub dry_run: bool,
     /// The object as submitted (`null` on DELETE).
-    #[serde(default)]
-    pub object: Option<Box<RawValue>>,
+    #[serde(default, borrow)]
+    pub object: Option<&'a RawValue>,
     /// The stored object (UPDATE and DELETE).
-    #[serde(default)]
-    pub old_object: Option<Box<RawValue>>,
+    #[serde(default, borrow)]
+    pub old_object: Option<&'a RawValue>,
 }
 
-impl Request {
+/// An optional string, borrowed when it has no escapes (serde borrows a
+/// `Cow` field itself, but not one inside an `Option`).
+fn borrowed<'de: 'a, 'a, D>(deserializer: D) -> Result<Option<Cow<'a, str>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Borrowed<'a>>::deserialize(deserializer)?.map(|b| b.0))
+}
+
+/// The group, version and kind of a request's object.
+#[derive(Debug, Deserialize)]
+pub struct Kind<'a> {
+    #[serde(default, borrow)]
+    pub group: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub version: Cow<'a, str>,
+    #[serde(borrow)]
+    pub kind: Cow<'a, str>,
+}
+
+impl<'a> Request<'a> {
+    /// An AdmissionRequest (the `request` of a review) from its JSON text.
+    pub fn from_json(text: &'a str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
     /// Whether the object is a core/v1 Secret.
     pub fn is_secret(&self) -> bool {
         self.kind.group.is_empty() && self.kind.kind == "Secret"
@@ -128,11 +156,10 @@ impl Response {
 /// string escaper (base64 has nothing to escape), everything else through
 /// serde_json.
 pub fn encode(api_version: &str, response: &Response) -> Result<Vec<u8>, serde_json::Error> {
-    use base64::Engine as _;
     let patch_len = response
         .patch
         .as_ref()
-        .map_or(0, |p| base64::encoded_len(p.len(), true).unwrap_or(0));
+        .map_or(0, |p| base64_simd::STANDARD.encoded_length(p.len()));
     let mut out =
         Vec::with_capacity(192 + response.uid.len() + response.status.message.len() + patch_len);
     out.extend_from_slice(b"{\"apiVersion\":");
@@ -147,12 +174,7 @@ pub fn encode(api_version: &str, response: &Response) -> Result<Vec<u8>, serde_j
     serde_json::to_writer(&mut out, &response.status)?;
     if let Some(patch) = &response.patch {
         out.extend_from_slice(b",\"patch\":\"");
-        let start = out.len();
-        out.resize(start + patch_len, 0);
-        let written = base64::engine::general_purpose::STANDARD
-            .encode_slice(patch, &mut out[start..])
-            .map_err(serde::ser::Error::custom)?;
-        out.truncate(start + written);
+        base64_simd::STANDARD.encode_append(patch, &mut out);
         out.push(b'"');
     }
     if let Some(patch_type) = response.patch_type {
@@ -209,7 +231,8 @@ mod tests {
 
     #[test]
     fn a_request_decodes_with_its_objects_raw() {
-        let review: Review = serde_json::from_value(body()).unwrap();
+        let text = body().to_string();
+        let review: Review = serde_json::from_str(&text).unwrap();
         assert!(review.is_supported());
         let request = review.request.unwrap();
         assert_eq!(request.uid, "u-1");
@@ -220,6 +243,44 @@ mod tests {
         assert!(request.old_object.is_none());
         let object: Value = serde_json::from_str(request.object.unwrap().get()).unwrap();
         assert_eq!(object["metadata"]["name"], "s");
+        // Borrowed from the body, not copied.
+        assert!(matches!(request.uid, Cow::Borrowed(_)));
+        assert!(matches!(request.namespace, Some(Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn escaped_strings_decode_too() {
+        // JSON escapes cannot be borrowed; they are unescaped into owned text.
+        let text = body()
+            .to_string()
+            .replace("\"u-1\"", "\"u\\u002d1\"")
+            .replace("\"ns\"", "\"n\\u0073\"")
+            .replace("\"Secret\"", "\"Secr\\u0065t\"");
+        assert!(text.contains("\\u002d"), "{text}");
+        let review: Review = serde_json::from_str(&text).unwrap();
+        let request = review.request.unwrap();
+        assert_eq!(request.uid, "u-1");
+        assert_eq!(request.namespace.as_deref(), Some("ns"));
+        assert!(request.is_secret());
+        assert!(matches!(request.uid, Cow::Owned(_)));
+        assert!(
+            request
+                .namespace
+                .is_some_and(|n| matches!(n, Cow::Owned(_)))
+        );
+        // An absent and a null namespace are both none.
+        let mut cluster_scoped = body();
+        cluster_scoped["request"]
+            .as_object_mut()
+            .unwrap()
+            .remove("namespace");
+        let text = cluster_scoped.to_string();
+        let review: Review = serde_json::from_str(&text).unwrap();
+        assert!(review.request.unwrap().namespace.is_none());
+        cluster_scoped["request"]["namespace"] = Value::Null;
+        let text = cluster_scoped.to_string();
+        let review: Review = serde_json::from_str(&text).unwrap();
+        assert!(review.request.unwrap().namespace.is_none());
     }
 
     #[test]
@@ -232,7 +293,8 @@ mod tests {
             let mut body = body();
             body["apiVersion"] = json!(version);
             body["kind"] = json!(kind);
-            let review: Review = serde_json::from_value(body).unwrap();
+            let text = body.to_string();
+            let review: Review = serde_json::from_str(&text).unwrap();
             assert!(!review.is_supported(), "{version} {kind}");
         }
     }

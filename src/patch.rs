@@ -6,8 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
-
 use crate::secret::SecretValue;
 
 /// A JSON Patch (RFC 6902) as its JSON text: an array of operations.
@@ -45,20 +43,42 @@ pub struct PatchBuilder {
     ops: usize,
 }
 
+/// Bytes that JSON strings escape (`"`, `\`, control characters).
+const JSON: u8 = 1;
+/// Bytes that RFC 6901 reference tokens escape (`~`, `/`).
+const TOKEN: u8 = 2;
+/// [`JSON`] and [`TOKEN`] by byte.
+static ESCAPES: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = JSON;
+        b += 1;
+    }
+    table[b'"' as usize] = JSON;
+    table[b'\\' as usize] = JSON;
+    table[b'~' as usize] = TOKEN;
+    table[b'/' as usize] = TOKEN;
+    table
+};
+
 /// Appends `s` as the inside of a JSON string, escaped as serde_json does
 /// (`"`, `\` and control characters; everything else as it is), and, when
 /// `token` is set, as an RFC 6901 reference token (`~` as `~0`, `/` as `~1`).
 fn push_escaped(out: &mut String, s: &str, token: bool) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mask = if token { JSON | TOKEN } else { JSON };
+    let special = |b: u8| ESCAPES[usize::from(b)] & mask != 0;
     // The usual case, a plain key or value, is one copy.
-    let special =
-        |b: u8| b < 0x20 || b == b'"' || b == b'\\' || (token && (b == b'~' || b == b'/'));
     let Some(first) = s.bytes().position(special) else {
         out.push_str(s);
         return;
     };
     let mut start = 0;
     for (i, &b) in s.as_bytes().iter().enumerate().skip(first) {
+        if !special(b) {
+            continue;
+        }
         let escape: &str = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -125,7 +145,7 @@ impl PatchBuilder {
     /// `"<base64 of value>"` (base64 has nothing to escape).
     fn push_base64(&mut self, value: &SecretValue) {
         self.out.push('"');
-        base64::engine::general_purpose::STANDARD.encode_string(value.expose(), &mut self.out);
+        base64_simd::STANDARD.encode_append(value.expose(), &mut self.out);
         self.out.push('"');
     }
 
@@ -312,6 +332,18 @@ mod tests {
                 {"op": "add", "path": "/metadata/annotations/a", "value": "1"}
             ])
         );
+    }
+
+    #[test]
+    fn simd_base64_is_standard_base64() {
+        use base64::Engine as _;
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        for len in (0..70).chain([255, 256, 257, 999, 1000]) {
+            let mut ours = String::new();
+            base64_simd::STANDARD.encode_append(&bytes[..len], &mut ours);
+            let standard = base64::engine::general_purpose::STANDARD.encode(&bytes[..len]);
+            assert!(ours == standard, "length {len}");
+        }
     }
 
     #[test]

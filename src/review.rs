@@ -132,7 +132,7 @@ impl Reviewer {
     }
 
     /// Reviews one request under the configured deadline.
-    pub async fn review(&self, req: &Request) -> Result<Mutation, Denial> {
+    pub async fn review(&self, req: &Request<'_>) -> Result<Mutation, Denial> {
         let snapshot = self.snapshot();
         let deadline = snapshot.inner.config.limits.request_deadline;
         snapshot.review_within(req, deadline).await
@@ -141,7 +141,7 @@ impl Reviewer {
     /// Reviews one request; past `deadline` the review is denied.
     pub async fn review_within(
         &self,
-        req: &Request,
+        req: &Request<'_>,
         deadline: Duration,
     ) -> Result<Mutation, Denial> {
         self.snapshot().review_within(req, deadline).await
@@ -163,7 +163,11 @@ impl Snapshot {
         }
     }
 
-    async fn review_within(&self, req: &Request, deadline: Duration) -> Result<Mutation, Denial> {
+    async fn review_within(
+        &self,
+        req: &Request<'_>,
+        deadline: Duration,
+    ) -> Result<Mutation, Denial> {
         let until = Instant::now() + deadline;
         match tokio::time::timeout(deadline, self.review_inner(req, until)).await {
             Ok(result) => result,
@@ -177,14 +181,14 @@ impl Snapshot {
         }
     }
 
-    async fn review_inner(&self, req: &Request, until: Instant) -> Result<Mutation, Denial> {
+    async fn review_inner(&self, req: &Request<'_>, until: Instant) -> Result<Mutation, Denial> {
         if !req.is_secret() {
             // Not ours: the shipped configuration never sends these.
             return Ok(Mutation::untouched());
         }
         match req.operation {
             Operation::Create => {
-                let secret = parse_secret(req.object.as_deref(), "object")?;
+                let secret = parse_secret(req.object, "object")?;
                 if !spec::is_opted_in(secret.metadata.labels.as_ref()) {
                     return Ok(Mutation::untouched());
                 }
@@ -192,11 +196,11 @@ impl Snapshot {
                 self.fill_missing(req, &subject, until).await
             }
             Operation::Update => {
-                let secret = parse_secret(req.object.as_deref(), "object")?;
+                let secret = parse_secret(req.object, "object")?;
                 if !spec::is_opted_in(secret.metadata.labels.as_ref()) {
                     return Ok(Mutation::untouched());
                 }
-                let old = parse_secret(req.old_object.as_deref(), "oldObject")?;
+                let old = parse_secret(req.old_object, "oldObject")?;
                 let subject = subject(req, &secret);
                 self.update(req, &subject, &old, until).await
             }
@@ -208,7 +212,7 @@ impl Snapshot {
     /// every key the annotations define that is missing gets generated.
     async fn fill_missing(
         &self,
-        req: &Request,
+        req: &Request<'_>,
         subject: &Subject<'_>,
         until: Instant,
     ) -> Result<Mutation, Denial> {
@@ -298,7 +302,7 @@ impl Snapshot {
     /// an explicit `regenerate` annotation.
     async fn update(
         &self,
-        req: &Request,
+        req: &Request<'_>,
         subject: &Subject<'_>,
         old: &Secret,
         until: Instant,
@@ -482,7 +486,7 @@ impl Snapshot {
     #[allow(clippy::too_many_arguments)]
     async fn mirror(
         &self,
-        req: &Request,
+        req: &Request<'_>,
         subject: &Subject<'_>,
         spec: &Spec,
         values: &SecretData,
@@ -765,10 +769,11 @@ fn parse_secret(raw: Option<&RawValue>, field: &str) -> Result<Secret, Denial> {
     })
 }
 
-fn subject<'a>(req: &Request, secret: &'a Secret) -> Subject<'a> {
+fn subject<'a>(req: &Request<'_>, secret: &'a Secret) -> Subject<'a> {
     let namespace = req
         .namespace
-        .clone()
+        .as_deref()
+        .map(str::to_owned)
         .or_else(|| secret.metadata.namespace.clone())
         .unwrap_or_else(|| "default".into());
     let name = secret
@@ -776,7 +781,7 @@ fn subject<'a>(req: &Request, secret: &'a Secret) -> Subject<'a> {
         .name
         .clone()
         .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| req.name.clone());
+        .unwrap_or_else(|| req.name.clone().into_owned());
     Subject {
         namespace,
         name,

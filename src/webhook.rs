@@ -146,7 +146,7 @@ impl App {
         let span = tracing::info_span!(
             "review",
             uid = %request.uid,
-            namespace = request.namespace.as_deref().unwrap_or(""),
+            namespace = request.namespace.as_deref().unwrap_or_default(),
             name = %request.name,
             operation,
             dry_run = request.dry_run,
@@ -166,7 +166,7 @@ impl App {
             .instrument(span.clone())
             .await;
         self.metrics.in_flight.dec();
-        let uid = request.uid.as_str();
+        let uid = &*request.uid;
         let (response, outcome) = match result {
             Ok(mut mutation) => {
                 let patched = mutation.patch.is_some();

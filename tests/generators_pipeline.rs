@@ -16,6 +16,7 @@ use rustls::client::danger::ServerCertVerifier as _;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use secret_santa::Reviewer;
+use secret_santa::admission::Request;
 use secret_santa::cli::mutate::create_request;
 use secret_santa::config::AdminConfig;
 use serde_json::{Value, json};
@@ -45,7 +46,8 @@ async fn review_with(
     object: &Value,
 ) -> Result<BTreeMap<String, Vec<u8>>, String> {
     let reviewer = Reviewer::from_config(config).await.expect("reviewer");
-    let req = create_request(object, "shop", false).expect("request");
+    let text = create_request(object, "shop", false);
+    let req = Request::from_json(&text).expect("request");
     let mutation = reviewer.review(&req).await.map_err(|d| d.message)?;
     let mut doc = object.clone();
     let patch = mutation

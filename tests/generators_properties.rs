@@ -374,6 +374,57 @@ fn three_character_special_draws_are_uniform() {
     }
 }
 
+/// The default charset, 83 symbols (the one `autogenerate` uses): 256 is
+/// 3 * 83 + 7, so a byte reduced modulo 83 would draw the first seven
+/// symbols a third more often than the rest.
+#[test]
+fn default_charset_draws_are_uniform() {
+    let alphabet = [LOWER, UPPER, NUMERIC, DEFAULT_SPECIAL].concat();
+    for (type_name, max) in CHARSET_GENERATORS {
+        let config = json!({ "length": max });
+        let counts = char_counts(type_name, &config, &alphabet, 2_000_000 / max + 1);
+        assert_uniform(&format!("{type_name} default charset"), &counts);
+    }
+}
+
+/// A charset of more than 256 characters (here 300 non-ASCII specials)
+/// cannot be drawn a byte at a time: it still stays inside, reaches every
+/// character, and is uniform.
+#[test]
+fn charsets_larger_than_a_byte_are_uniform() {
+    let special: String = ('\u{100}'..'\u{22c}').collect();
+    assert_eq!(special.chars().count(), 300);
+    for (type_name, max) in CHARSET_GENERATORS {
+        let config = json!({
+            "length": max, "lower": false, "upper": false, "numeric": false,
+            "override_special": special,
+        });
+        let mut counts = vec![0u64; 300];
+        let mut outside = 0u64;
+        for _ in 0..600_000 / max + 1 {
+            let out = generate(type_name, &config);
+            for c in field(&out, "value").chars() {
+                match (c as usize)
+                    .checked_sub(0x100)
+                    .and_then(|i| counts.get_mut(i))
+                {
+                    Some(n) => *n += 1,
+                    None => outside += 1,
+                }
+            }
+        }
+        assert!(
+            outside == 0,
+            "{type_name}: {outside} characters outside the charset"
+        );
+        assert!(
+            counts.iter().all(|&n| n > 0),
+            "{type_name}: a character never drawn"
+        );
+        assert_uniform(&format!("{type_name} 300 specials"), &counts);
+    }
+}
+
 #[test]
 fn class_minimums_hold_for_every_class() {
     for (type_name, _) in CHARSET_GENERATORS {

@@ -66,8 +66,9 @@ pub async fn run(args: MutateArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Builds the AdmissionRequest the apiserver would send for `kubectl create`.
-pub fn create_request(object: &Value, namespace: &str, dry_run: bool) -> Result<Request, String> {
+/// The AdmissionRequest the apiserver would send for `kubectl create`, as
+/// JSON text; [`Request::from_json`] reads it as the webhook reads one.
+pub fn create_request(object: &Value, namespace: &str, dry_run: bool) -> String {
     let name = object
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -88,7 +89,7 @@ pub fn create_request(object: &Value, namespace: &str, dry_run: bool) -> Result<
             "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}
     });
     // Through text: the objects stay raw JSON, as they do off the wire.
-    serde_json::from_str(&request.to_string()).map_err(|e| format!("not a Kubernetes object: {e}"))
+    request.to_string()
 }
 
 async fn mutate_one(
@@ -106,7 +107,8 @@ async fn mutate_one(
         .and_then(Value::as_str)
         .unwrap_or(&args.namespace)
         .to_owned();
-    let req = create_request(&doc, &namespace, !args.mirror)?;
+    let text = create_request(&doc, &namespace, !args.mirror);
+    let req = Request::from_json(&text).map_err(|e| format!("not a Kubernetes object: {e}"))?;
     let Mutation {
         patch,
         mut warnings,

@@ -189,27 +189,90 @@ impl CharsetConfig {
     }
 
     fn draw_from(&self, classes: &[Class], union: &[char]) -> String {
-        let mut rng = rand::rng();
+        let mut rng = Indices::default();
         let len = usize::try_from(self.length).unwrap_or(usize::MAX);
+        if classes.iter().all(|class| class.min == 0) {
+            // Every character an independent uniform draw, written in place;
+            // sized for the widest character so the text never moves.
+            let widest = union.iter().map(|c| c.len_utf8()).max().unwrap_or(1);
+            let mut s = String::with_capacity(len.saturating_mul(widest));
+            for _ in 0..len {
+                match rng.choose(union) {
+                    Some(c) => s.push(c),
+                    None => break,
+                }
+            }
+            return s;
+        }
         let mut out: Vec<char> = Vec::with_capacity(len);
         for class in classes {
             for _ in 0..class.min {
-                if let Some(c) = class.chars.choose(&mut rng) {
-                    out.push(*c);
+                if let Some(c) = rng.choose(&class.chars) {
+                    out.push(c);
                 }
             }
         }
         while out.len() < len {
-            if let Some(c) = union.choose(&mut rng) {
-                out.push(*c);
+            if let Some(c) = rng.choose(union) {
+                out.push(c);
             } else {
                 break;
             }
         }
-        out.shuffle(&mut rng);
+        // The minimums go to uniform positions.
+        out.shuffle(&mut rand::rng());
         let s: String = out.iter().collect();
         zeroize::Zeroize::zeroize(&mut out);
         s
+    }
+}
+
+/// Uniform choices from the thread RNG, a byte per draw for sets of up to
+/// 256 (every built-in charset): a byte is kept when it is below the largest
+/// multiple of the set's size that fits in a byte, and taken modulo the size
+/// (rejection sampling, so no modulo bias). Larger sets draw as `rand` does.
+/// The bytes, which decided the value, are wiped on drop.
+struct Indices {
+    bytes: [u8; 64],
+    next: usize,
+}
+
+impl Default for Indices {
+    fn default() -> Self {
+        Self {
+            bytes: [0; 64],
+            next: 64,
+        }
+    }
+}
+
+impl Indices {
+    fn choose(&mut self, set: &[char]) -> Option<char> {
+        let n = set.len();
+        if n == 0 {
+            return None;
+        }
+        if n > 256 {
+            return set.choose(&mut rand::rng()).copied();
+        }
+        let limit = 256 - 256 % n;
+        loop {
+            if self.next == self.bytes.len() {
+                rand::rng().fill(&mut self.bytes);
+                self.next = 0;
+            }
+            let b = usize::from(self.bytes[self.next]);
+            self.next += 1;
+            if b < limit {
+                return set.get(b % n).copied();
+            }
+        }
+    }
+}
+
+impl Drop for Indices {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.bytes);
     }
 }
 
