@@ -35,6 +35,10 @@ fn main() {
     );
     let cases = [
         ("password-only", password_review()),
+        (
+            "password-only, apiserver-shaped",
+            apiserver_password_review(),
+        ),
         ("10-key template", template_review()),
         ("not opted in", plain_review()),
     ];
@@ -94,6 +98,21 @@ fn secret(annotations: Value) -> Value {
 
 fn password_review() -> Value {
     review_of(secret(json!({"secret-santa.io/autogenerate": "password"})))
+}
+
+/// The first CREATE a real kube-apiserver sent (tests/fixtures), opted in
+/// with the `autogenerate` shorthand: managedFields, the last-applied
+/// annotation and the rest of what the apiserver adds, as it arrives.
+fn apiserver_password_review() -> Value {
+    let line = include_str!("../tests/fixtures/apiserver-1.20.2-reviews.jsonl")
+        .lines()
+        .next()
+        .unwrap();
+    let mut review: Value = serde_json::from_str::<Value>(line).unwrap()["review"].take();
+    let metadata = &mut review["request"]["object"]["metadata"];
+    metadata["labels"]["secret-santa.io/enabled"] = json!("true");
+    metadata["annotations"]["secret-santa.io/autogenerate"] = json!("password");
+    review
 }
 
 fn plain_review() -> Value {

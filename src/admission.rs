@@ -7,6 +7,9 @@
 //! apiserver reads it, with `patch` as a base64 string (Go's `[]byte`).
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
 
 use kube::core::Status;
 use kube::core::admission::Operation;
@@ -91,6 +94,46 @@ impl<'a> Request<'a> {
     /// Whether the object is a core/v1 Secret.
     pub fn is_secret(&self) -> bool {
         self.kind.group.is_empty() && self.kind.kind == "Secret"
+    }
+}
+
+/// A core/v1 Secret as a review reads it: the fields it uses, decoded; the
+/// rest (`managedFields` above all) skipped unparsed. `apiVersion` and
+/// `kind`, when present, must say a v1 Secret ([`Secret::check_kind`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Secret {
+    pub api_version: Option<String>,
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub data: Option<BTreeMap<String, ByteString>>,
+    pub string_data: Option<BTreeMap<String, String>>,
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+}
+
+/// The metadata of a [`Secret`] that a review reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    pub generate_name: Option<String>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+impl Secret {
+    /// An object that names itself something other than a v1 Secret.
+    pub fn check_kind(&self) -> Result<(), &'static str> {
+        if self.api_version.as_deref().is_some_and(|v| v != "v1") {
+            return Err("its apiVersion is not v1");
+        }
+        if self.kind.as_deref().is_some_and(|k| k != "Secret") {
+            return Err("its kind is not Secret");
+        }
+        Ok(())
     }
 }
 
@@ -281,6 +324,55 @@ mod tests {
         let text = cluster_scoped.to_string();
         let review: Review = serde_json::from_str(&text).unwrap();
         assert!(review.request.unwrap().namespace.is_none());
+    }
+
+    #[test]
+    fn a_secret_decodes_what_a_review_reads_and_skips_the_rest() {
+        // Shaped like the apiserver's (tests/fixtures): managedFields,
+        // ownerReferences and immutable are skipped, not parsed.
+        let text = json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "immutable": false,
+            "metadata": {
+                "name": "s", "namespace": "ns", "generateName": "s-",
+                "creationTimestamp": null, "uid": "1", "resourceVersion": "7",
+                "labels": {"a": "b"}, "annotations": {"c": "d"},
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "p", "uid": "2"}],
+                "managedFields": [{"manager": "kubectl", "operation": "Update",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {".": {}, "f:k": {}}}}]
+            },
+            "data": {"k": "c2VjcmV0"}, "stringData": {"s": "plain"}
+        })
+        .to_string();
+        let secret: Secret = serde_json::from_str(&text).unwrap();
+        assert_eq!(secret.check_kind(), Ok(()));
+        assert_eq!(secret.metadata.name.as_deref(), Some("s"));
+        assert_eq!(secret.metadata.namespace.as_deref(), Some("ns"));
+        assert_eq!(secret.metadata.generate_name.as_deref(), Some("s-"));
+        assert_eq!(secret.metadata.labels.unwrap()["a"], "b");
+        assert_eq!(secret.metadata.annotations.unwrap()["c"], "d");
+        assert_eq!(secret.data.unwrap()["k"].0, b"secret");
+        assert_eq!(secret.string_data.unwrap()["s"], "plain");
+        assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+        // Nothing but metadata (or not even that) is a Secret too.
+        let bare: Secret = serde_json::from_str("{}").unwrap();
+        assert_eq!(bare.check_kind(), Ok(()));
+        assert!(bare.metadata.name.is_none() && bare.data.is_none());
+        // What a Secret's fields cannot hold is an error.
+        for bad in [
+            r#"{"data": {"k": "not base64!"}}"#,
+            r#"{"data": ["k"]}"#,
+            r#"{"metadata": {"labels": {"a": 1}}}"#,
+            r#"{"type": 5}"#,
+        ] {
+            assert!(serde_json::from_str::<Secret>(bad).is_err(), "{bad}");
+        }
+        for (text, why) in [
+            (r#"{"apiVersion": "v2"}"#, "its apiVersion is not v1"),
+            (r#"{"kind": "ConfigMap"}"#, "its kind is not Secret"),
+        ] {
+            let secret: Secret = serde_json::from_str(text).unwrap();
+            assert_eq!(secret.check_kind(), Err(why), "{text}");
+        }
     }
 
     #[test]

@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::core::admission::Operation;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -15,7 +14,7 @@ use tokio::sync::Semaphore;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use crate::admission::Request;
+use crate::admission::{Request, Secret};
 use crate::config::AdminConfig;
 use crate::denial::{Denial, Reason};
 use crate::generators::Limits;
@@ -758,7 +757,7 @@ fn parse_template_output(rendered: &str) -> Result<BTreeMap<String, SecretValue>
 fn parse_secret(raw: Option<&RawValue>, field: &str) -> Result<Secret, Denial> {
     let raw =
         raw.ok_or_else(|| Denial::new(Reason::Request, format!("the review has no {field}")))?;
-    serde_json::from_str(raw.get()).map_err(|e| {
+    let secret: Secret = serde_json::from_str(raw.get()).map_err(|e| {
         Denial::new(
             Reason::Request,
             format!(
@@ -766,7 +765,14 @@ fn parse_secret(raw: Option<&RawValue>, field: &str) -> Result<Secret, Denial> {
                 crate::generators::redact_serde_error(&e.to_string())
             ),
         )
-    })
+    })?;
+    secret.check_kind().map_err(|why| {
+        Denial::new(
+            Reason::Request,
+            format!("{field} is not a valid Secret: {why}"),
+        )
+    })?;
+    Ok(secret)
 }
 
 fn subject<'a>(req: &Request<'_>, secret: &'a Secret) -> Subject<'a> {

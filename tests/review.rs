@@ -253,6 +253,35 @@ async fn other_operations_and_kinds_pass() {
     assert!(allowed(&answer) && !has_patch(&answer));
 }
 
+/// A request for a Secret whose object names another kind or version is not
+/// a review we can answer: InvalidRequest, the field named, nothing patched.
+#[tokio::test]
+async fn an_object_that_is_not_a_v1_secret_is_an_invalid_request() {
+    let app = app();
+    for (field, value, why) in [
+        ("kind", "ConfigMap", "kind is not Secret"),
+        ("apiVersion", "v2", "apiVersion is not v1"),
+    ] {
+        let mut obj = SecretDoc::new("api")
+            .labelled()
+            .autogenerate("password")
+            .value();
+        obj[field] = json!(value);
+        let answer = send(&app, &create(&obj)).await;
+        let status = &response(&answer)["status"];
+        assert!(
+            !allowed(&answer) && !has_patch(&answer),
+            "{field}: {status}"
+        );
+        assert_eq!(status["reason"], "InvalidRequest", "{field}");
+        let message = status["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("object is not a valid Secret") && message.contains(why),
+            "{field}: {message}"
+        );
+    }
+}
+
 // ---- UPDATE -------------------------------------------------------------
 
 async fn stored(app: &App, doc: &SecretDoc) -> Value {
