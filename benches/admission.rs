@@ -104,6 +104,8 @@ async fn run() {
     // password-only ratios the target is about.
     let mut peaks: Vec<(&str, u64)> = Vec::new();
     let mut password_ratios: Vec<(usize, f64)> = Vec::new();
+    // Every round's ratio, in the order run, beside the median reported.
+    let mut round_ratios: Vec<(usize, Vec<f64>)> = Vec::new();
     let mut cpu_rows: Vec<(&str, usize, Stats, Stats)> = Vec::new();
     let only_case = std::env::var("SS_BENCH_CASE").unwrap_or_default();
     let connections: Vec<usize> = std::env::var("SS_BENCH_CONNECTIONS")
@@ -150,6 +152,7 @@ async fn run() {
                     let o = load(ours_addr, ours.id(), &ca, review, conns, seconds()).await;
                     pairs.push((o.throughput() / b.throughput(), o, b));
                 }
+                round_ratios.push((conns, pairs.iter().map(|p| p.0).collect()));
                 pairs.sort_by(|x, y| x.0.total_cmp(&y.0));
                 let (_, o, b) = pairs.swap_remove(pairs.len() / 2);
                 baseline_cache.insert(conns, b.clone());
@@ -196,6 +199,13 @@ async fn run() {
         println!(
             "password-only at {conns} connection(s): {ratio:.2} of the baseline (target >= 0.80: {})",
             if *ratio >= 0.8 { "met" } else { "NOT met" }
+        );
+    }
+    for (conns, ratios) in &round_ratios {
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "  rounds at {conns} connection(s), in order: {}",
+            shown.join(", ")
         );
     }
     // The load generator shares the cores: where the time per review goes.

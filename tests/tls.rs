@@ -523,6 +523,81 @@ async fn sigterm_drains_an_in_flight_review_then_exits_zero() {
     assert!(server.log().contains("drained"), "{}", server.log());
 }
 
+/// Seconds until the server closes `tls`, reading whatever comes (nothing,
+/// expected) and writing `trickle` every second while it waits.
+async fn seconds_until_closed(
+    mut tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    trickle: Option<&[u8]>,
+) -> f64 {
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    let mut chunk = [0u8; 1024];
+    let until = tokio::time::sleep(Duration::from_secs(25));
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            read = tls.read(&mut chunk) => match read {
+                Ok(0) | Err(_) => return started.elapsed().as_secs_f64(),
+                Ok(_) => {}
+            },
+            _ = ticks.tick() => {
+                if let Some(bytes) = trickle
+                    && (tls.write_all(bytes).await.is_err() || tls.flush().await.is_err())
+                {
+                    return started.elapsed().as_secs_f64();
+                }
+            }
+            () = &mut until => return f64::INFINITY,
+        }
+    }
+}
+
+/// Slow-loris protection without a timer per request: an HTTP/1 connection
+/// that sends no complete request head for 10 to 15 s is closed, whether
+/// it trickles header bytes or sends nothing; one that keeps sending
+/// reviews is never cut.
+#[tokio::test]
+async fn slow_headers_and_idle_connections_are_closed_steady_ones_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let server = Server::start(
+        &dir.path().join("tls.crt"),
+        &dir.path().join("tls.key"),
+        &[],
+        dir.path(),
+    );
+    let ca = dir.path().join("ca.crt");
+
+    let mut loris = tls_connect(server.webhook, &ca).await.unwrap();
+    loris
+        .write_all(b"POST /mutate HTTP/1.1\r\nhost: localhost\r\n")
+        .await
+        .unwrap();
+    let loris = seconds_until_closed(loris, Some(b"x-slow: 1\r\n"));
+    let idle = seconds_until_closed(tls_connect(server.webhook, &ca).await.unwrap(), None);
+    let steady = async {
+        let mut client = Client::connect(server.webhook, &ca).await.unwrap();
+        for i in 0..5 {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_secs(4)).await;
+            }
+            let (status, answer) = client
+                .post_review(&opted_in_review())
+                .await
+                .unwrap_or_else(|e| panic!("review {i} on the steady connection: {e}"));
+            assert_eq!(status, 200);
+            assert!(allowed(&answer), "review {i}");
+        }
+    };
+    let (loris, idle, ()) = tokio::join!(loris, idle, steady);
+    for (what, seconds) in [("trickled headers", loris), ("an idle connection", idle)] {
+        assert!(
+            (9.0..=17.0).contains(&seconds),
+            "{what} closed after {seconds:.1} s, not within 10 to 15 s"
+        );
+    }
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }

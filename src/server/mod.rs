@@ -6,6 +6,7 @@ pub mod tls;
 use std::convert::Infallible;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -22,7 +23,17 @@ use crate::webhook::App;
 use tls::{CertFiles, ReloadingResolver};
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The admin listener's (hyper's own) header timeout.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an HTTP/1 webhook connection's [`Activity`] is checked.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+/// Checks in a row with no new request, none in flight, before an HTTP/1
+/// connection is closed: headers (or a keep-alive connection's next
+/// request) get 10 to 15 s, as hyper's header timeout gave them.
+const QUIET_CHECKS_IDLE: u32 = 2;
+/// The same with a request in flight: longer than the longest review
+/// (30 s, the apiserver's cap), so only a body that never ends is cut.
+const QUIET_CHECKS_BUSY: u32 = 7;
 
 /// `secret-santa serve`.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -145,10 +156,13 @@ pub async fn run_webhook(
 ) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // No per-request header timer: [`close_when_quiet`] does its work with
+    // one timer per connection (a timer armed and cleared per request cost
+    // a measurable share of a review).
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(None)
         .keep_alive(true);
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
@@ -180,12 +194,34 @@ pub async fn run_webhook(
                             return;
                         }
                     };
+                    // HTTP/2 multiplexes, and its client retries streams a
+                    // GOAWAY refused; HTTP/1 is the one slow headers can hold.
+                    let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                    let activity = Arc::new(Activity::default());
+                    let seen = activity.clone();
                     let service = service_fn(move |req| {
                         let app = app.clone();
-                        async move { Ok::<_, Infallible>(app.handle(req).await) }
+                        let request = seen.start();
+                        async move {
+                            let response = app.handle(req).await;
+                            drop(request);
+                            Ok::<_, Infallible>(response)
+                        }
                     });
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    let served = watcher.watch(conn.into_owned());
+                    let result = if http2 {
+                        served.await
+                    } else {
+                        tokio::select! {
+                            result = served => result,
+                            () = close_when_quiet(&activity) => {
+                                tracing::debug!(%peer, "closing an HTTP/1 connection that sent no complete request in time");
+                                Ok(())
+                            }
+                        }
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });
@@ -202,6 +238,59 @@ pub async fn run_webhook(
     match tokio::time::timeout(grace, graceful.shutdown()).await {
         Ok(()) => tracing::info!("drained"),
         Err(_) => tracing::warn!("drain grace period over; closing remaining connections"),
+    }
+}
+
+/// What one connection's requests have done, for [`close_when_quiet`]:
+/// requests whose headers arrived, and those still being answered.
+#[derive(Default)]
+struct Activity {
+    started: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+/// A request being answered; dropping it (answered or cancelled) ends it.
+struct InFlight(Arc<Activity>);
+
+impl Activity {
+    fn start(self: &Arc<Self>) -> InFlight {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Resolves when a connection has gone [`QUIET_CHECKS_IDLE`] checks with
+/// no new request and none in flight (idle, or headers trickling in: a slow
+/// loris), or [`QUIET_CHECKS_BUSY`] with one in flight but no new one.
+async fn close_when_quiet(activity: &Activity) {
+    let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + IDLE_CHECK, IDLE_CHECK);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = activity.started.load(Ordering::Relaxed);
+    let mut quiet = 0;
+    loop {
+        checks.tick().await;
+        let started = activity.started.load(Ordering::Relaxed);
+        if started != last {
+            last = started;
+            quiet = 0;
+            continue;
+        }
+        quiet += 1;
+        let limit = if activity.in_flight.load(Ordering::Relaxed) > 0 {
+            QUIET_CHECKS_BUSY
+        } else {
+            QUIET_CHECKS_IDLE
+        };
+        if quiet >= limit {
+            return;
+        }
     }
 }
 
