@@ -7,7 +7,7 @@
 //! `cargo bench --bench admission` (release build). `SS_BENCH_SECONDS`
 //! sets the measuring time per case (default 3), `SS_BENCH_ROUNDS` the
 //! alternating baseline/ours rounds of the password-only case, whose median
-//! is reported (default 3); `SS_BENCH_CASE` (parts of
+//! is reported (default 5); `SS_BENCH_CASE` (parts of
 //! case names, comma-separated) and `SS_BENCH_CONNECTIONS` (e.g. `64`) narrow the runs, for
 //! profiling one of them.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -47,7 +47,7 @@ fn rounds() -> usize {
         .ok()
         .and_then(|s| s.parse().ok())
         .filter(|&n: &usize| n > 0)
-        .unwrap_or(3)
+        .unwrap_or(5)
 }
 
 fn seconds() -> Duration {

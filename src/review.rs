@@ -11,8 +11,10 @@ use serde_json::value::RawValue;
 use sha2::Digest;
 use tokio::sync::Semaphore;
 
-use std::sync::RwLock;
+use std::task::Poll;
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use crate::admission::{Request, Secret};
 use crate::config::AdminConfig;
@@ -47,10 +49,12 @@ impl Mutation {
 }
 
 /// Runs reviews. Cheap to clone. The admin config can be replaced while
-/// reviews run: each review keeps the config it started with.
+/// reviews run: each review keeps the config it started with. Reading the
+/// current one takes no lock and writes no shared counter (`arc-swap`), so
+/// reviews on different cores do not contend for it.
 #[derive(Clone)]
 pub struct Reviewer {
-    current: Arc<RwLock<Snapshot>>,
+    current: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
 }
 
@@ -82,7 +86,11 @@ impl Reviewer {
     pub fn new(config: AdminConfig, stores: Stores) -> Self {
         let metrics = Arc::new(Metrics::new());
         Self {
-            current: Arc::new(RwLock::new(Snapshot::new(config, stores, metrics.clone()))),
+            current: Arc::new(ArcSwap::from_pointee(Snapshot::new(
+                config,
+                stores,
+                metrics.clone(),
+            ))),
             metrics,
         }
     }
@@ -102,23 +110,11 @@ impl Reviewer {
     /// finish with the previous ones.
     pub fn replace(&self, config: AdminConfig, stores: Stores) {
         let next = Snapshot::new(config, stores, self.metrics.clone());
-        let mut guard = match self.current.write() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        *guard = next;
+        self.current.store(Arc::new(next));
     }
 
-    fn snapshot(&self) -> Snapshot {
-        match self.current.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
-    /// The review deadline of the current config.
-    pub fn request_deadline(&self) -> Duration {
-        self.snapshot().inner.config.limits.request_deadline
+    fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
     }
 
     /// The cluster id of the current config.
@@ -132,18 +128,20 @@ impl Reviewer {
 
     /// Reviews one request under the configured deadline.
     pub async fn review(&self, req: &Request<'_>) -> Result<Mutation, Denial> {
-        let snapshot = self.snapshot();
-        let deadline = snapshot.inner.config.limits.request_deadline;
-        snapshot.review_within(req, deadline).await
+        self.review_within(req, None).await
     }
 
-    /// Reviews one request; past `deadline` the review is denied.
+    /// Reviews one request under the configured deadline, or `limit` when
+    /// that is shorter; past it the review is denied.
     pub async fn review_within(
         &self,
         req: &Request<'_>,
-        deadline: Duration,
+        limit: Option<Duration>,
     ) -> Result<Mutation, Denial> {
-        self.snapshot().review_within(req, deadline).await
+        let snapshot = self.snapshot();
+        let configured = snapshot.inner.config.limits.request_deadline;
+        let deadline = limit.map_or(configured, |l| l.min(configured));
+        snapshot.review_within(req, deadline).await
     }
 }
 
@@ -168,7 +166,15 @@ impl Snapshot {
         deadline: Duration,
     ) -> Result<Mutation, Denial> {
         let until = Instant::now() + deadline;
-        match tokio::time::timeout(deadline, self.review_inner(req, until)).await {
+        let mut review = std::pin::pin!(self.review_inner(req, until));
+        // Most reviews (no store, no key pair) finish on their first poll:
+        // those never arm a timer.
+        if let Poll::Ready(result) =
+            std::future::poll_fn(|cx| Poll::Ready(review.as_mut().poll(cx))).await
+        {
+            return result;
+        }
+        match tokio::time::timeout_at(until.into(), review).await {
             Ok(result) => result,
             Err(_) => Err(Denial::new(
                 Reason::Deadline,

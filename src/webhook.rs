@@ -154,11 +154,9 @@ impl App {
         );
         self.metrics.in_flight.inc();
         // The apiserver's own timeout, less a margin, bounds the configured one.
-        let configured = self.reviewer.request_deadline();
-        let deadline = deadline.map_or(configured, |d| {
+        let deadline = deadline.map(|d| {
             d.saturating_sub(TIMEOUT_MARGIN)
                 .max(Duration::from_millis(100))
-                .min(configured)
         });
         let result = self
             .reviewer

@@ -175,6 +175,46 @@ async fn an_unowned_entry_is_refused_unless_adoption_is_allowed() {
     );
 }
 
+/// The apiserver's `?timeout=` (less the webhook's margin, so 500 ms here)
+/// bounds the whole review: a store slower than that is given what is left
+/// of it, not its own deadline, and is denied by name; nothing is patched.
+#[tokio::test]
+async fn the_apiservers_timeout_bounds_the_review() {
+    let w = World::new();
+    w.store("adopting").set_delay(Some(Duration::from_secs(10)));
+    let review = create(&mirrored("- store: adopting\n"));
+    let started = Instant::now();
+    let answer = w
+        .app
+        .review_bytes(
+            &serde_json::to_vec(&review).unwrap(),
+            Some(Duration::from_secs(1)),
+        )
+        .await;
+    let elapsed = started.elapsed();
+    assert!(
+        !allowed(&answer) && !has_patch(&answer),
+        "{}",
+        shown(&answer)
+    );
+    assert_eq!(response(&answer)["status"]["code"], 403);
+    let msg = message(&answer);
+    let bound: u64 = msg
+        .split("no answer within ")
+        .nth(1)
+        .and_then(|rest| rest.split(" ms").next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("{msg}"));
+    assert!(
+        msg.contains("store \"adopting\"") && (400..=500).contains(&bound),
+        "{msg}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(3),
+        "denied after {elapsed:?}, at the 500 ms deadline"
+    );
+}
+
 #[tokio::test]
 async fn a_store_that_is_down_or_slow_is_denied_within_its_deadline() {
     let w = World::new();

@@ -197,13 +197,18 @@ pub async fn run_webhook(
                     // HTTP/2 multiplexes, and its client retries streams a
                     // GOAWAY refused; HTTP/1 is the one slow headers can hold.
                     let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-                    let activity = Arc::new(Activity::default());
+                    let activity = Arc::new(Activity {
+                        app,
+                        started: AtomicU64::new(0),
+                        in_flight: AtomicU64::new(0),
+                    });
                     let seen = activity.clone();
                     let service = service_fn(move |req| {
-                        let app = app.clone();
+                        // One clone of this connection's own Arc per request,
+                        // not of the App every connection shares.
                         let request = seen.start();
                         async move {
-                            let response = app.handle(req).await;
+                            let response = request.0.app.handle(req).await;
                             drop(request);
                             Ok::<_, Infallible>(response)
                         }
@@ -241,10 +246,11 @@ pub async fn run_webhook(
     }
 }
 
-/// What one connection's requests have done, for [`close_when_quiet`]:
-/// requests whose headers arrived, and those still being answered.
-#[derive(Default)]
+/// One connection's handle on the app, and what its requests have done,
+/// for [`close_when_quiet`]: requests whose headers arrived, and those
+/// still being answered.
 struct Activity {
+    app: Arc<App>,
     started: AtomicU64,
     in_flight: AtomicU64,
 }
