@@ -73,13 +73,13 @@ async fn run() {
 
     // Start-up time to ready, and idle RSS.
     let started = Instant::now();
-    let (mut ours, ours_addr, admin) = spawn_ours(dir.path());
+    let (ours, ours_addr, admin) = spawn_ours(dir.path());
     wait_ready(admin).await;
     let startup = started.elapsed();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle_rss = rss_kib(ours.id(), "VmRSS");
 
-    let (mut baseline, baseline_addr) = spawn_baseline(dir.path());
+    let (baseline, baseline_addr) = spawn_baseline(dir.path());
 
     let cases: Vec<(&str, Value)> = vec![
         ("password-only", password_review()),
@@ -242,10 +242,25 @@ async fn run() {
         "| start to ready (ms) | {:.1} | |",
         startup.as_secs_f64() * 1000.0
     );
-    let _ = ours.kill();
-    let _ = baseline.kill();
-    let _ = ours.wait();
-    let _ = baseline.wait();
+    drop((ours, baseline));
+}
+
+/// A child process that is killed and reaped when dropped, so a bench that
+/// panics (or whose output pipe closes) leaves no server running.
+struct Reaped(Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn cores() -> usize {
@@ -266,7 +281,7 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn spawn_ours(dir: &Path) -> (Child, SocketAddr, SocketAddr) {
+fn spawn_ours(dir: &Path) -> (Reaped, SocketAddr, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_secret-santa"))
         .arg("serve")
         .arg("--tls-cert-file")
@@ -286,6 +301,7 @@ fn spawn_ours(dir: &Path) -> (Child, SocketAddr, SocketAddr) {
         .spawn()
         .expect("spawn secret-santa");
     let line = first_line_with(&mut child, "listening ");
+    let child = Reaped(child);
     let mut webhook = None;
     let mut admin = None;
     for part in line.split_whitespace() {
@@ -303,14 +319,18 @@ fn spawn_ours(dir: &Path) -> (Child, SocketAddr, SocketAddr) {
     )
 }
 
-fn spawn_baseline(dir: &Path) -> (Child, SocketAddr) {
+fn spawn_baseline(dir: &Path) -> (Reaped, SocketAddr) {
     let mut child = Command::new(std::env::current_exe().expect("current exe"))
         .env(BASELINE_ENV, dir)
+        // Held open by this process: at its end, however it ends, the
+        // baseline reads end of file and exits.
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn baseline");
     let line = first_line_with(&mut child, "baseline ");
+    let child = Reaped(child);
     let addr = line
         .trim()
         .strip_prefix("baseline ")
@@ -594,6 +614,10 @@ fn tls_review(algorithm: &str) -> Value {
 /// The transport ceiling: TLS + HTTP/1.1 keep-alive, read the body, answer a
 /// fixed allowed review. No JSON decoding of the request.
 fn baseline_server(dir: &Path) {
+    std::thread::spawn(|| {
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+        std::process::exit(0);
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
