@@ -116,8 +116,8 @@ impl PatchBuilder {
         self.ops == 0
     }
 
-    /// Starts an operation: `{"op":"<op>","path":"/<parts>..."`.
-    fn begin(&mut self, op: &str, parts: &[&str]) {
+    /// Starts an operation: `{"op":"<op>","path":"/<parent>.../<key>"`.
+    fn begin(&mut self, op: &str, parent: &[&str], key: Option<&str>) {
         if self.ops == 0 {
             self.out.reserve(256);
             self.out.push('[');
@@ -128,7 +128,7 @@ impl PatchBuilder {
         self.out.push_str("{\"op\":\"");
         self.out.push_str(op);
         self.out.push_str("\",\"path\":\"");
-        for part in parts {
+        for part in parent.iter().copied().chain(key) {
             self.out.push('/');
             push_escaped(&mut self.out, part, true);
         }
@@ -153,45 +153,40 @@ impl PatchBuilder {
     /// the whole map creates it; otherwise one `add` per key (which replaces
     /// an existing member).
     pub fn set_data(&mut self, has_data: bool, entries: &BTreeMap<String, SecretValue>) {
-        if entries.is_empty() {
-            return;
-        }
-        if has_data {
-            for (k, v) in entries {
-                self.begin("add", &["data", k]);
-                self.out.push_str(",\"value\":");
-                self.push_base64(v);
-                self.out.push('}');
-            }
-        } else {
-            self.begin("add", &["data"]);
-            self.out.push_str(",\"value\":{");
-            for (i, (k, v)) in entries.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                self.push_string(k);
-                self.out.push(':');
-                self.push_base64(v);
-            }
-            self.out.push_str("}}");
-        }
+        self.set_members(&["data"], has_data, entries, Self::push_base64);
     }
 
     /// Sets annotations, creating `/metadata/annotations` when absent.
     pub fn set_annotations(&mut self, has_annotations: bool, entries: &BTreeMap<String, String>) {
+        self.set_members(
+            &["metadata", "annotations"],
+            has_annotations,
+            entries,
+            |b, v| b.push_string(v),
+        );
+    }
+
+    /// Members of the map at `parent`: one `add` per member when the map
+    /// `exists`, else one `add` of the whole map; `push` writes a value.
+    fn set_members<V>(
+        &mut self,
+        parent: &[&str],
+        exists: bool,
+        entries: &BTreeMap<String, V>,
+        push: fn(&mut Self, &V),
+    ) {
         if entries.is_empty() {
             return;
         }
-        if has_annotations {
+        if exists {
             for (k, v) in entries {
-                self.begin("add", &["metadata", "annotations", k]);
+                self.begin("add", parent, Some(k));
                 self.out.push_str(",\"value\":");
-                self.push_string(v);
+                push(self, v);
                 self.out.push('}');
             }
         } else {
-            self.begin("add", &["metadata", "annotations"]);
+            self.begin("add", parent, None);
             self.out.push_str(",\"value\":{");
             for (i, (k, v)) in entries.iter().enumerate() {
                 if i > 0 {
@@ -199,7 +194,7 @@ impl PatchBuilder {
                 }
                 self.push_string(k);
                 self.out.push(':');
-                self.push_string(v);
+                push(self, v);
             }
             self.out.push_str("}}");
         }
@@ -207,7 +202,7 @@ impl PatchBuilder {
 
     /// Removes one annotation that is known to exist.
     pub fn remove_annotation(&mut self, key: &str) {
-        self.begin("remove", &["metadata", "annotations", key]);
+        self.begin("remove", &["metadata", "annotations"], Some(key));
         self.out.push('}');
     }
 

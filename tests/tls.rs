@@ -13,6 +13,20 @@ use common::harness::{Client, Server, binary, make_certs, tls_connect};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The binary serving with a fresh CA and certificate in a temporary
+/// directory (kept alive by the caller: `ca.crt` is in it).
+fn serve_with_fresh_certs() -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let server = Server::start(
+        &dir.path().join("tls.crt"),
+        &dir.path().join("tls.key"),
+        &[],
+        dir.path(),
+    );
+    (dir, server)
+}
+
 fn opted_in_review() -> serde_json::Value {
     create(
         &SecretDoc::new("api")
@@ -24,14 +38,7 @@ fn opted_in_review() -> serde_json::Value {
 
 #[tokio::test]
 async fn serves_reviews_over_verified_tls() {
-    let dir = tempfile::tempdir().unwrap();
-    make_certs(dir.path());
-    let server = Server::start(
-        &dir.path().join("tls.crt"),
-        &dir.path().join("tls.key"),
-        &[],
-        dir.path(),
-    );
+    let (dir, server) = serve_with_fresh_certs();
     assert_eq!(server.admin_get("/readyz").await, (200, "ok\n".into()));
 
     let mut client = Client::connect(server.webhook, &dir.path().join("ca.crt"))
@@ -450,14 +457,7 @@ async fn certificate_rotation_through_a_kubelet_symlink_swap_loses_no_request() 
 
 #[tokio::test]
 async fn sigterm_drains_an_in_flight_review_then_exits_zero() {
-    let dir = tempfile::tempdir().unwrap();
-    make_certs(dir.path());
-    let mut server = Server::start(
-        &dir.path().join("tls.crt"),
-        &dir.path().join("tls.key"),
-        &[],
-        dir.path(),
-    );
+    let (dir, mut server) = serve_with_fresh_certs();
     let ca = dir.path().join("ca.crt");
 
     // Start a request and send only half its body.
@@ -558,14 +558,7 @@ async fn seconds_until_closed(
 /// reviews is never cut.
 #[tokio::test]
 async fn slow_headers_and_idle_connections_are_closed_steady_ones_are_not() {
-    let dir = tempfile::tempdir().unwrap();
-    make_certs(dir.path());
-    let server = Server::start(
-        &dir.path().join("tls.crt"),
-        &dir.path().join("tls.key"),
-        &[],
-        dir.path(),
-    );
+    let (dir, server) = serve_with_fresh_certs();
     let ca = dir.path().join("ca.crt");
 
     let mut loris = tls_connect(server.webhook, &ca).await.unwrap();
