@@ -523,6 +523,50 @@ async fn sigterm_drains_an_in_flight_review_then_exits_zero() {
     assert!(server.log().contains("drained"), "{}", server.log());
 }
 
+/// kube-apiserver offers HTTP/2 by ALPN: the webhook agrees and answers
+/// reviews over it, several streams on one connection at once.
+#[tokio::test]
+async fn serves_reviews_over_http2_when_alpn_agrees_on_it() {
+    use http_body_util::{BodyExt, Full};
+    let (dir, server) = serve_with_fresh_certs();
+    let mut config = (*common::harness::client_config(&dir.path().join("ca.crt"))).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(server.webhook)
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::IpAddress(server.webhook.ip().into());
+    let tls = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let reviews = (0..8).map(|_| {
+        let mut sender = sender.clone();
+        async move {
+            let review = opted_in_review();
+            let req = hyper::Request::post("/mutate?timeout=10s")
+                .header("content-type", "application/json")
+                .body(Full::new(bytes::Bytes::from(
+                    serde_json::to_vec(&review).unwrap(),
+                )))
+                .unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            assert_eq!(resp.version(), hyper::Version::HTTP_2);
+            assert_eq!(resp.status(), 200);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(response(&answer)["uid"], review["request"]["uid"]);
+            assert!(allowed(&answer) && has_patch(&answer), "{}", shown(&answer));
+        }
+    });
+    futures_util::future::join_all(reviews).await;
+}
+
 /// Seconds until the server closes `tls`, reading whatever comes (nothing,
 /// expected) and writing `trickle` every second while it waits.
 async fn seconds_until_closed(

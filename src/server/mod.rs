@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -155,16 +155,19 @@ pub async fn run_webhook(
     grace: Duration,
 ) {
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The protocol is the one the TLS handshake agreed on (ALPN; HTTP/2
+    // over TLS needs it, RFC 9113 §3.2), so no preface sniffing per read.
     // No per-request header timer: [`close_when_quiet`] does its work with
     // one timer per connection (a timer armed and cleared per request cost
     // a measurable share of a review).
-    builder
-        .http1()
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(None)
         .keep_alive(true);
-    let builder = Arc::new(builder);
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2.timer(TokioTimer::new());
+    let builders = Arc::new((http1, http2));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -180,7 +183,7 @@ pub async fn run_webhook(
                 let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let app = app.clone();
-                let builder = builder.clone();
+                let builders = builders.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -213,13 +216,12 @@ pub async fn run_webhook(
                             Ok::<_, Infallible>(response)
                         }
                     });
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                    let served = watcher.watch(conn.into_owned());
+                    let io = TokioIo::new(tls);
                     let result = if http2 {
-                        served.await
+                        watcher.watch(builders.1.serve_connection(io, service)).await
                     } else {
                         tokio::select! {
-                            result = served => result,
+                            result = watcher.watch(builders.0.serve_connection(io, service)) => result,
                             () = close_when_quiet(&activity) => {
                                 tracing::debug!(%peer, "closing an HTTP/1 connection that sent no complete request in time");
                                 Ok(())
