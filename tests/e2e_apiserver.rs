@@ -6,7 +6,7 @@
 mod common;
 
 use common::cluster::{Cluster, annotation, data};
-use common::harness::{Server, make_certs};
+use common::harness::Server;
 use serde_json::Value;
 
 const DB: &str = r#"apiVersion: v1
@@ -34,14 +34,7 @@ type: Opaque
 #[test]
 fn real_apiserver_stores_what_the_webhook_generates() {
     let cluster = Cluster::start();
-    let certs = tempfile::tempdir().unwrap();
-    make_certs(certs.path());
-    let server = Server::start(
-        &certs.path().join("tls.crt"),
-        &certs.path().join("tls.key"),
-        &[],
-        certs.path(),
-    );
+    let (certs, server) = Server::with_fresh_certs();
     cluster.register_webhook(server.webhook.port(), &certs.path().join("ca.crt"), || {
         server.log()
     });

@@ -110,16 +110,9 @@ async fn ten_thousand_reviews_at_64_connections_across_a_rotation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_fails_no_in_flight_review() {
-    let dir = tempfile::tempdir().unwrap();
-    make_certs(dir.path());
     // Info logging: the server logs one "allowed" line per review it
     // finished, which the end compares with what the clients received.
-    let mut server = Server::start(
-        &dir.path().join("tls.crt"),
-        &dir.path().join("tls.key"),
-        &[],
-        dir.path(),
-    );
+    let (dir, mut server) = Server::with_fresh_certs();
     let ca = dir.path().join("ca.crt");
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicUsize::new(0));

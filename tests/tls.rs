@@ -13,20 +13,6 @@ use common::harness::{Client, Server, binary, make_certs, tls_connect};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The binary serving with a fresh CA and certificate in a temporary
-/// directory (kept alive by the caller: `ca.crt` is in it).
-fn serve_with_fresh_certs() -> (tempfile::TempDir, Server) {
-    let dir = tempfile::tempdir().unwrap();
-    make_certs(dir.path());
-    let server = Server::start(
-        &dir.path().join("tls.crt"),
-        &dir.path().join("tls.key"),
-        &[],
-        dir.path(),
-    );
-    (dir, server)
-}
-
 fn opted_in_review() -> serde_json::Value {
     create(
         &SecretDoc::new("api")
@@ -38,7 +24,7 @@ fn opted_in_review() -> serde_json::Value {
 
 #[tokio::test]
 async fn serves_reviews_over_verified_tls() {
-    let (dir, server) = serve_with_fresh_certs();
+    let (dir, server) = Server::with_fresh_certs();
     assert_eq!(server.admin_get("/readyz").await, (200, "ok\n".into()));
 
     let mut client = Client::connect(server.webhook, &dir.path().join("ca.crt"))
@@ -457,7 +443,7 @@ async fn certificate_rotation_through_a_kubelet_symlink_swap_loses_no_request() 
 
 #[tokio::test]
 async fn sigterm_drains_an_in_flight_review_then_exits_zero() {
-    let (dir, mut server) = serve_with_fresh_certs();
+    let (dir, mut server) = Server::with_fresh_certs();
     let ca = dir.path().join("ca.crt");
 
     // Start a request and send only half its body.
@@ -528,7 +514,7 @@ async fn sigterm_drains_an_in_flight_review_then_exits_zero() {
 #[tokio::test]
 async fn serves_reviews_over_http2_when_alpn_agrees_on_it() {
     use http_body_util::{BodyExt, Full};
-    let (dir, server) = serve_with_fresh_certs();
+    let (dir, server) = Server::with_fresh_certs();
     let mut config = (*common::harness::client_config(&dir.path().join("ca.crt"))).clone();
     config.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
@@ -602,7 +588,7 @@ async fn seconds_until_closed(
 /// reviews is never cut.
 #[tokio::test]
 async fn slow_headers_and_idle_connections_are_closed_steady_ones_are_not() {
-    let (dir, server) = serve_with_fresh_certs();
+    let (dir, server) = Server::with_fresh_certs();
     let ca = dir.path().join("ca.crt");
 
     let mut loris = tls_connect(server.webhook, &ca).await.unwrap();

@@ -59,6 +59,21 @@ pub struct Server {
 }
 
 impl Server {
+    /// The binary serving with a fresh CA and certificate (`make_certs`) in
+    /// a temporary directory, which also holds its log; the caller keeps the
+    /// directory alive (`ca.crt` is in it).
+    pub fn with_fresh_certs() -> (tempfile::TempDir, Server) {
+        let dir = tempfile::tempdir().unwrap();
+        make_certs(dir.path());
+        let server = Server::start(
+            &dir.path().join("tls.crt"),
+            &dir.path().join("tls.key"),
+            &[],
+            dir.path(),
+        );
+        (dir, server)
+    }
+
     pub fn start(cert: &Path, key: &Path, extra: &[&str], log_dir: &Path) -> Server {
         let stderr_log = log_dir.join("server.log");
         let log = std::fs::File::create(&stderr_log).unwrap();
